@@ -1,0 +1,49 @@
+"""Patient-level, label-stratified, seeded train / validation / test split."""
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """The cohort is too small or too one-sided for a stratified patient split."""
+
+
+def split_patients(patient_labels: dict[str, int], fractions: tuple[float, float, float], seed: int) -> dict[str, int]:
+    """Assign each patient to 0 (train), 1 (val) or 2 (test).
+
+    Stratified by the patient's label; every split gets at least one patient of each label,
+    so validation and test AUC are defined. The result depends only on the patient keys,
+    their labels, the fractions and the seed (not on input order).
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
+        raise SplitError(f"split fractions {fractions} must be positive and sum to 1")
+    by_label: dict[int, list[str]] = {}
+    for patient, label in sorted(patient_labels.items()):
+        by_label.setdefault(label, []).append(patient)
+    if len(by_label) < 2:
+        raise SplitError(f"all {len(patient_labels)} patients have the same label: nothing to classify")
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, int] = {}
+    for label in sorted(by_label):
+        patients = by_label[label]
+        if len(patients) < 3:
+            raise SplitError(f"only {len(patients)} patient(s) with label {label}: need at least 3 "
+                             "(one each for train, validation and test)")
+        order = rng.permutation(len(patients))
+        n_val, n_test = _split_counts(len(patients), fractions)
+        for rank, index in enumerate(order):
+            assignment[patients[index]] = 1 if rank < n_val else 2 if rank < n_val + n_test else 0
+    return assignment
+
+
+def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    n_val = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    while n - n_val - n_test < 1:  # keep at least one training patient
+        if n_val >= n_test and n_val > 1:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
