@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
@@ -19,6 +20,7 @@ from orchestrator.config import DataConfig
 
 DICOM_MODALITY = {"pet": "PT", "ct": "CT"}
 # Objects that are not image slices even when they carry pixel data or a modality.
+UNDEFINED_LENGTH = 0xFFFFFFFF
 NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "KO", "PR", "REG", "SEG", "DOC"}
 
 
@@ -70,11 +72,27 @@ def read_slice(path: Path, cfg: DataConfig) -> Slice:
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        raise Rejected("not_dicom", "no DICOM header (no 'DICM' marker after the preamble)") from None
-    except Exception as err:  # pydicom raises many types for truncated or garbled files
+        raise Rejected("not_dicom", "no DICOM file header (no 'DICM' after the 128-byte preamble); "
+                       "a bare dataset without it must be re-saved as a DICOM file") from None
+    except Exception as err:  # pydicom raises many types for garbled files
         raise Rejected("unreadable", f"pydicom could not parse the file: {type(err).__name__}: {err}") from None
+    _check_not_truncated(ds)
+    return ds
+
+
+def _check_not_truncated(ds: pydicom.Dataset) -> None:
+    """pydicom reads a cut-off file without complaint: the last element comes back short."""
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise Rejected("truncated", "the file meta header ends before its Transfer Syntax UID")
+    if not len(ds):
+        raise Rejected("truncated", "the file ends after its meta header")
+    last = ds.get_item(max(ds.keys()))
+    declared = getattr(last, "length", 0)
+    value = getattr(last, "value", None)
+    if isinstance(value, bytes) and declared != UNDEFINED_LENGTH and len(value) < declared:
+        raise Rejected("truncated", f"the file ends inside element {last.tag} ({len(value)} of {declared} bytes)")
 
 
 def _check_is_wanted_image(ds: pydicom.Dataset, modality: str) -> None:
@@ -84,10 +102,12 @@ def _check_is_wanted_image(ds: pydicom.Dataset, modality: str) -> None:
         kind = getattr(sop, "name", None) or str(sop or "unknown SOP class")
         raise Rejected("non_image_object", f"{found} object ({kind}), not an image slice")
     wanted = DICOM_MODALITY[modality]
+    if not found:
+        raise Rejected("missing_modality", "no Modality element (a damaged or truncated file, or not an image)")
     if found != wanted:
-        raise Rejected("other_modality", f"Modality is {found or 'missing'}, this ingest wants {wanted}")
+        raise Rejected("other_modality", f"Modality is {found}, this ingest wants {wanted}")
     if "PixelData" not in ds:
-        raise Rejected("no_pixel_data", f"a {found} dataset without PixelData")
+        raise Rejected("no_pixel_data", f"a {found} dataset without PixelData (cut short, if it should hold an image)")
 
 
 def _decode_pixels(ds: pydicom.Dataset, min_px: int) -> np.ndarray:
@@ -135,22 +155,27 @@ def suv_factor(ds: pydicom.Dataset) -> tuple[float | None, str]:
     """Body-weight SUV factor (g/Bq) for a PET slice, or (None, the reason it is unavailable)."""
     if str(ds.get("Units", "")).upper() != "BQML":
         return None, f"Units is {ds.get('Units', 'missing')!r}, SUV needs BQML"
+    drugs = ds.get("RadiopharmaceuticalInformationSequence") or [Dataset()]
     try:
         weight_kg = float(ds.get("PatientWeight") or 0)
-        drug = ds.RadiopharmaceuticalInformationSequence[0]
-        dose_bq = float(drug.RadionuclideTotalDose)
-        half_life_s = float(drug.RadionuclideHalfLife)
-        injected = _time_of_day_s(str(drug.RadiopharmaceuticalStartTime))
-        series_start = _time_of_day_s(str(ds.SeriesTime))
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
-        return None, "weight, dose, half-life or injection / series time missing or unreadable"
-    if weight_kg <= 0 or dose_bq <= 0 or half_life_s <= 0:
-        return None, "PatientWeight, RadionuclideTotalDose and RadionuclideHalfLife must be positive"
+        dose_bq = float(drugs[0].get("RadionuclideTotalDose") or 0)
+        half_life_s = float(drugs[0].get("RadionuclideHalfLife") or 0)
+        injected = drugs[0].get("RadiopharmaceuticalStartTime")
+        series_start = ds.get("SeriesTime")
+        if not (injected and series_start):
+            return None, "no RadiopharmaceuticalStartTime or SeriesTime"
+        injected_s, series_start_s = _time_of_day_s(str(injected)), _time_of_day_s(str(series_start))
+    except (TypeError, ValueError) as err:
+        return None, f"an SUV tag is unreadable ({err})"
+    for value, keyword in [(weight_kg, "PatientWeight"), (dose_bq, "RadionuclideTotalDose"),
+                           (half_life_s, "RadionuclideHalfLife")]:
+        if value <= 0:
+            return None, f"no usable {keyword}"
     correction = str(ds.get("DecayCorrection", "")).upper()
     if correction == "ADMIN":
         decay = 1.0
     elif correction == "START":
-        elapsed = (series_start - injected) % 86400  # an injection before midnight still works
+        elapsed = (series_start_s - injected_s) % 86400  # an injection before midnight still works
         decay = 2.0 ** (-elapsed / half_life_s)
     else:
         return None, f"DecayCorrection {correction or 'missing'!r}: only START and ADMIN are handled"

@@ -261,7 +261,7 @@ def _image_dataset(p: Patient, seed: int, modality: str, slice_index: int, z_mm:
     ds.ImagePositionPatient = [f"{corner[0]:.6g}", f"{corner[1]:.6g}", f"{z_mm:.4g}"]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     ds.SliceLocation = f"{z_mm:.4g}"
-    ds.set_pixel_data(stored, "MONOCHROME2", 16)
+    ds.set_pixel_data(stored, "MONOCHROME2", 16, generate_instance_uid=False)
     return ds
 
 

@@ -1,0 +1,44 @@
+"""Shared fixtures: a small phantom cohort written once per test session."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import DataConfig, load_config
+from orchestrator.data.phantom import make_patients, write_phantom_cohort
+
+PHANTOM_PATIENTS = 12
+PHANTOM_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """12 patients x 2 slices, PET and CT, 64 px. Read-only: copy it before changing it."""
+    out = tmp_path_factory.mktemp("phantom")
+    write_phantom_cohort(out, patients=PHANTOM_PATIENTS, modality="both", size=64, seed=PHANTOM_SEED, slices=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_identifiers() -> list[str]:
+    """Every patient identifier the phantom writes: none may leave the data layer."""
+    values = []
+    for p in make_patients(PHANTOM_PATIENTS, PHANTOM_SEED):
+        values += [p.patient_id, p.name, p.name.replace("^", " "), p.birth_date]
+    return values
+
+
+@pytest.fixture
+def data_copy(phantom_dir, tmp_path) -> Path:
+    """A private, writable copy of the phantom cohort."""
+    return Path(shutil.copytree(phantom_dir, tmp_path / "data"))
+
+
+@pytest.fixture
+def data_cfg(tmp_path) -> DataConfig:
+    """The smoke preset's data settings, with a cache private to the test."""
+    cfg = load_config("pet", "smoke").data
+    return replace(cfg, cache_dir=str(tmp_path / "cache"))

@@ -1,0 +1,88 @@
+import csv
+import hashlib
+
+import numpy as np
+import pydicom
+import pytest
+
+from orchestrator.data.phantom import F18_HALF_LIFE_S, write_phantom_cohort
+from orchestrator.phantom import main as phantom_main
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path):
+    for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
+        assert phantom_main(["--out", str(tmp_path / name), "--patients", "4", "--size", "32",
+                             "--slices", "2", "--seed", str(seed)]) == 0
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_files_are_real_dicom_with_unique_uids(phantom_dir):
+    files = sorted(phantom_dir.rglob("*.dcm"))
+    assert len(files) == 12 * 2 * 2
+    datasets = [pydicom.dcmread(f) for f in files]
+    assert {ds.Modality for ds in datasets} == {"PT", "CT"}
+    assert len({ds.SOPInstanceUID for ds in datasets}) == len(files)
+    for ds in datasets:
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert ds.pixel_array.shape == (64, 64)
+        assert float(ds.PixelSpacing[0]) == pytest.approx(160 / 64, rel=1e-4)
+        for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID):
+            assert uid.is_valid
+    by_patient = {}
+    for ds in datasets:
+        by_patient.setdefault(ds.PatientID, set()).add((ds.StudyInstanceUID, ds.Modality, ds.SeriesInstanceUID))
+    assert len(by_patient) == 12
+    for series in by_patient.values():  # one study, one PT and one CT series per patient
+        assert len({s[0] for s in series}) == 1 and len(series) == 2
+
+
+def test_ct_is_in_hounsfield_units(phantom_dir):
+    ds = pydicom.dcmread(next(phantom_dir.glob("ct/p000/*.dcm")))
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert ds.RescaleType == "HU"
+    assert hu.min() >= -1024 and -1100 < np.median(hu) < 200  # air, lung and soft tissue
+    assert (hu < -700).mean() > 0.2  # a lung field is in view
+
+
+def test_pet_is_in_bq_per_ml_with_the_tags_suv_needs(phantom_dir):
+    ds = pydicom.dcmread(next(phantom_dir.glob("pet/p000/*.dcm")))
+    assert ds.Units == "BQML" and ds.DecayCorrection == "START"
+    drug = ds.RadiopharmaceuticalInformationSequence[0]
+    assert float(drug.RadionuclideHalfLife) == F18_HALF_LIFE_S
+    assert float(drug.RadionuclideTotalDose) > 1e8 and float(ds.PatientWeight) > 0
+    bq_ml = ds.pixel_array * float(ds.RescaleSlope)
+    # body-weight SUV computed independently: tissue ~1, never absurd
+    def seconds(tm):
+        return int(tm[:2]) * 3600 + int(tm[2:4]) * 60 + float(tm[4:])
+    elapsed = seconds(ds.SeriesTime) - seconds(drug.RadiopharmaceuticalStartTime)
+    dose = float(drug.RadionuclideTotalDose) * 2 ** (-elapsed / F18_HALF_LIFE_S)
+    suv = bq_ml * float(ds.PatientWeight) * 1000 / dose
+    assert 0.5 < np.median(suv[suv > 0.2]) < 2.0 and suv.max() < 20
+
+
+def test_labels_csv_is_balanced_and_names_every_patient(phantom_dir):
+    rows = list(csv.DictReader((phantom_dir / "labels.csv").open()))
+    ids = {pydicom.dcmread(f).PatientID for f in phantom_dir.rglob("*.dcm")}
+    assert {r["patient_id"] for r in rows} == ids
+    assert sum(r["label"] == "malignant" for r in rows) == 6
+
+
+def test_malignant_nodules_are_larger_and_hotter_on_average(tmp_path):
+    write_phantom_cohort(tmp_path, patients=40, modality="pet", size=64, seed=1, slices=1)
+    labels = {r["patient_id"]: r["label"] for r in csv.DictReader((tmp_path / "labels.csv").open())}
+    peak = {"benign": [], "malignant": []}
+    for f in tmp_path.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        peak[labels[ds.PatientID]].append(float((ds.pixel_array * float(ds.RescaleSlope)).max()))
+    assert np.median(peak["malignant"]) > 1.5 * np.median(peak["benign"])
+    # ... but the classes overlap: the task is not a threshold on the brightest pixel
+    assert max(peak["benign"]) > min(peak["malignant"])

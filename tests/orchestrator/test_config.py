@@ -1,0 +1,69 @@
+import pytest
+
+from orchestrator.config import Config, ConfigError, load_config, parse_overrides
+
+
+def test_presets_load_and_smoke_is_tiny():
+    pet, ct, smoke = load_config("pet"), load_config("ct"), load_config("pet", "smoke")
+    assert (pet.data.modality, ct.data.modality) == ("pet", "ct")
+    assert pet.data.size == 256 and pet.gan.epochs >= 500
+    assert smoke.data.size == 32 and smoke.gan.epochs <= 2 and smoke.data.phantom_patients <= 40
+    assert smoke.data.modality == "pet"  # the smoke layer sits on top of the modality preset
+
+
+def test_defaults_without_any_file_are_the_dataclass_defaults():
+    assert load_config() == Config()
+
+
+def test_set_overrides_win_and_are_typed():
+    cfg = load_config("ct", "smoke", overrides=["gan.lr_g=2e-4", "data.size=64", "data.split=[0.6, 0.2, 0.2]"])
+    assert cfg.gan.lr_g == pytest.approx(2e-4) and isinstance(cfg.gan.lr_g, float)
+    assert cfg.data.size == 64
+    assert cfg.data.split == (0.6, 0.2, 0.2)
+
+
+def test_config_file_layer_sits_between_preset_and_set(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("gan:\n  n_critic: 3\n  lr_d: 1.0e-4\n")
+    cfg = load_config("pet", "smoke", path, overrides=["gan.n_critic=2"])
+    assert cfg.gan.n_critic == 2 and cfg.gan.lr_d == pytest.approx(1e-4)
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("data:\n  sise: 64\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown key 'data\.sise'"):
+        load_config("pet", config_file=path)
+    with pytest.raises(ConfigError, match=r"--set: unknown key 'gan\.lr'"):
+        load_config("pet", overrides=["gan.lr=1e-3"])
+
+
+def test_wrong_type_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("gan:\n  n_critic: five\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: 'gan\.n_critic' must be an integer, got 'five'"):
+        load_config("pet", config_file=path)
+    with pytest.raises(ConfigError, match=r"--set: 'data\.modality' must be one of \['pet', 'ct'\]"):
+        load_config(overrides=["data.modality=mri"])
+    with pytest.raises(ConfigError, match=r"'gan\.betas' must be a list of 2 numbers"):
+        load_config(overrides=["gan.betas=0.5"])
+
+
+def test_section_given_a_scalar_is_an_error():
+    with pytest.raises(ConfigError, match="data must be a mapping"):
+        load_config(overrides=["data=3"])
+
+
+def test_search_space_must_name_gan_settings_and_known_distributions(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("search:\n  space:\n    lr_x: {type: uniform, low: 0, high: 1}\n")
+    with pytest.raises(ConfigError, match=r"search\.space\.lr_x: not a gan setting"):
+        load_config(config_file=path)
+    path.write_text("search:\n  space:\n    lr_g: {type: gaussian, low: 0, high: 1}\n")
+    with pytest.raises(ConfigError, match="needs 'type' in"):
+        load_config(config_file=path)
+
+
+def test_malformed_set_is_explained():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["gan.lr_g"])
