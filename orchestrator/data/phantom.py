@@ -1,11 +1,11 @@
 """The built-in phantom cohort: seeded PET and CT slices through a lung nodule, as real DICOM.
 
 Each patient gets a thorax (body, two lungs, spine, vessels) and one nodule whose look
-depends on the label, as SPEC.md says: malignant nodules are larger, irregular or
-spiculated and take up more FDG; benign ones are small, smooth and low-uptake (sometimes
-calcified on CT). The distributions overlap and a minority of cases is atypical (FDG-avid
-benign granulomas, small low-uptake cancers), so that a classifier needs data to learn the
-task: with 10 % of the training patients it scores clearly lower than with all of them.
+depends on the label, as SPEC.md says: malignant nodules are on average larger, irregular
+or spiculated and take up more FDG; benign ones small, smooth and low-uptake (sometimes
+calcified on CT). Each label has several subtypes (see SUBTYPES) whose ranges overlap, so a
+classifier needs data to learn the task: with 10 % of the training patients it scores
+clearly lower than with all of them (tests/orchestrator/data/test_learnability.py).
 
 Pixel values are physical: CT in HU (stored + rescale intercept -1024), PET in Bq/ml
 (stored uint16 with a per-slice RescaleSlope), decay-corrected to the series start, with the
@@ -31,7 +31,37 @@ PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 FIELD_OF_VIEW_MM = 160.0
 F18_HALF_LIFE_S = 6586.2
 PET_PSF_SIGMA_MM = 2.5  # ~6 mm FWHM: small hot nodules lose contrast (partial volume)
-ATYPICAL_FRACTION = 0.15
+
+
+@dataclass(frozen=True)
+class Subtype:
+    """One kind of nodule: ranges its patients are drawn from (uniform)."""
+
+    prevalence: float
+    radius_mm: tuple[float, float]
+    lobulation: float  # largest amplitude of the boundary harmonics
+    spikes: tuple[int, int]  # number of spicules, [low, high)
+    spike_length: float  # longest spicule, as a fraction of the radius
+    suv_max: tuple[float, float]
+    ct_hu: tuple[float, float]
+    calcified: float  # probability of a calcified core on CT
+
+
+# Several subtypes per label, as in the clinic: FDG-avid inflammatory benign nodules and
+# low-uptake ground-glass cancers mean neither size nor uptake alone decides, and a
+# classifier needs enough patients to have seen every kind.
+SUBTYPES = {
+    "malignant": (
+        Subtype(0.6, (7.0, 14.0), 0.16, (3, 9), 0.9, (4.0, 10.0), (-20, 60), 0.0),  # solid, spiculated
+        Subtype(0.25, (4.0, 7.5), 0.12, (0, 3), 0.5, (2.5, 5.5), (-20, 60), 0.0),  # small solid
+        Subtype(0.15, (8.0, 14.0), 0.06, (0, 1), 0.3, (1.0, 2.5), (-550, -350), 0.0),  # ground glass
+    ),
+    "benign": (
+        Subtype(0.5, (3.0, 6.5), 0.04, (0, 1), 0.3, (0.7, 2.0), (-20, 60), 0.5),  # granuloma
+        Subtype(0.15, (6.0, 11.0), 0.12, (0, 4), 0.5, (3.0, 7.0), (-20, 60), 0.0),  # inflammatory, FDG-avid
+        Subtype(0.35, (5.0, 10.0), 0.10, (0, 1), 0.3, (0.7, 1.8), (-80, 40), 0.3),  # hamartoma
+    ),
+}
 MODALITY_FOLDERS = {"pet": "pet", "ct": "ct"}
 
 
@@ -77,21 +107,12 @@ def make_patients(count: int, seed: int) -> list[Patient]:
 def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
     body = (rng.uniform(150, 185), rng.uniform(105, 130))
     lung = (rng.uniform(0.28, 0.34) * body[0], rng.uniform(0.62, 0.72) * body[1])
-    malignant = label == "malignant"
-    atypical = rng.random() < ATYPICAL_FRACTION
-    looks_malignant = malignant != atypical  # atypical cases look like the other class
-    if looks_malignant:
-        radius = rng.uniform(6.5, 14.0)
-        lobulation = tuple((rng.uniform(0.04, 0.16), rng.uniform(0, 2 * np.pi)) for _ in range(5))
-        spikes = tuple((rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 0.9)) for _ in range(rng.integers(0, 9)))
-        suv_max = rng.uniform(2.8, 11.0)
-    else:
-        radius = rng.uniform(3.5, 8.5)
-        lobulation = tuple((rng.uniform(0.0, 0.05), rng.uniform(0, 2 * np.pi)) for _ in range(5))
-        spikes = ()
-        suv_max = rng.uniform(0.7, 3.2)
-    if atypical:  # keep the true label's size, so size alone is not the answer either
-        radius = rng.uniform(6.5, 14.0) if malignant else rng.uniform(3.5, 8.5)
+    subtype = SUBTYPES[label][rng.choice(len(SUBTYPES[label]), p=[t.prevalence for t in SUBTYPES[label]])]
+    radius = rng.uniform(*subtype.radius_mm)
+    lobulation = tuple((rng.uniform(0.0, subtype.lobulation), rng.uniform(0, 2 * np.pi)) for _ in range(5))
+    spikes = tuple((rng.uniform(0, 2 * np.pi), rng.uniform(0.3, subtype.spike_length))
+                   for _ in range(rng.integers(*subtype.spikes)))
+    suv_max = rng.uniform(*subtype.suv_max)
     side = rng.choice([-1.0, 1.0])
     lung_centre_x = side * 0.5 * body[0]
     # keep the nodule well inside the lung ellipse
@@ -102,8 +123,8 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
         lobulation=lobulation,
         spikes=spikes,
         suv_max=float(suv_max),
-        ct_hu=float(rng.uniform(-40, 60)),
-        calcified=bool(not looks_malignant and rng.random() < 0.3),
+        ct_hu=float(rng.uniform(*subtype.ct_hu)),
+        calcified=bool(rng.random() < subtype.calcified),
         centre_mm=(float(centre[0]), float(centre[1])),
     )
     weight = float(np.round(rng.uniform(50, 100), 1))
@@ -120,7 +141,7 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
         lung_axes_mm=lung,
         nodule=nodule,
         ct_noise_hu=float(rng.uniform(12, 35)),
-        pet_noise=float(rng.uniform(0.08, 0.2)),
+        pet_noise=float(rng.uniform(0.15, 0.35)),
         injected_dose_bq=float(np.round(weight * rng.uniform(3.0, 4.5) * 1e6, -4)),
         uptake_s=float(rng.uniform(50, 75) * 60),
         study_date=dt.date(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1500))),
@@ -189,12 +210,19 @@ def render_pet_suv(p: Patient, size: int, cross_section: float, rng: np.random.G
     x, y = _grid_mm(p, size)
     parts = _anatomy(p, x, y, rng)
     suv = np.zeros(x.shape)
-    suv[parts["body"]] = rng.uniform(0.8, 1.2)
-    suv[parts["lungs"]] = rng.uniform(0.3, 0.5)
+    suv[parts["body"]] = rng.uniform(0.6, 1.6)
+    suv[parts["lungs"]] = rng.uniform(0.2, 0.8)
     suv[np.hypot(x, y + 0.1 * p.body_axes_mm[1]) <= 0.2 * p.body_axes_mm[1]] = 1.8  # blood pool
     nodule = _nodule_mask(p, x, y, cross_section) & parts["lungs"]
     n_r = np.hypot(x - p.nodule.centre_mm[0], y - p.nodule.centre_mm[1]) / p.nodule.radius_mm
     suv[nodule] = p.nodule.suv_max * np.clip(1.1 - 0.4 * n_r[nodule], 0.5, 1.0)
+    # Physiological uptake outside the lungs (lymph nodes, oesophagus, brown fat): hot spots
+    # that are not nodules, so "brightest pixel" is not the answer and context must be learnt.
+    tissue = parts["body"] & ~parts["lungs"]
+    for _ in range(int(rng.integers(1, 5))):
+        cx, cy = rng.uniform(x.min(), x.max()), rng.uniform(y.min(), y.max())
+        spot = (np.hypot(x - cx, y - cy) <= rng.uniform(3.0, 12.0)) & tissue
+        suv[spot] = rng.uniform(2.0, 9.0)
     suv = ndimage.gaussian_filter(suv, sigma=PET_PSF_SIGMA_MM * size / FIELD_OF_VIEW_MM)
     noisy = suv + rng.normal(0.0, 1.0, suv.shape) * p.pet_noise * np.sqrt(np.maximum(suv, 0.0))
     return np.maximum(noisy, 0.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from orchestrator.data.phantom import F18_HALF_LIFE_S, write_phantom_cohort
+from orchestrator.data.phantom import F18_HALF_LIFE_S, make_patients, write_phantom_cohort
 from orchestrator.phantom import main as phantom_main
 
 
@@ -76,13 +76,25 @@ def test_labels_csv_is_balanced_and_names_every_patient(phantom_dir):
     assert sum(r["label"] == "malignant" for r in rows) == 6
 
 
-def test_malignant_nodules_are_larger_and_hotter_on_average(tmp_path):
+def test_malignant_nodules_are_larger_and_hotter_on_average():
+    nodules = {"benign": [], "malignant": []}
+    for p in make_patients(400, seed=1):
+        nodules[p.label].append(p.nodule)
+    median = {label: (np.median([n.radius_mm for n in ns]), np.median([n.suv_max for n in ns]))
+              for label, ns in nodules.items()}
+    assert median["malignant"][0] > 1.4 * median["benign"][0]
+    assert median["malignant"][1] > 2.0 * median["benign"][1]
+    # ... but the classes overlap, so neither size nor uptake alone decides
+    assert max(n.suv_max for n in nodules["benign"]) > np.median([n.suv_max for n in nodules["malignant"]])
+    assert max(n.radius_mm for n in nodules["benign"]) > np.median([n.radius_mm for n in nodules["malignant"]])
+
+
+def test_the_brightest_pixel_is_not_the_answer(tmp_path):
     write_phantom_cohort(tmp_path, patients=40, modality="pet", size=64, seed=1, slices=1)
     labels = {r["patient_id"]: r["label"] for r in csv.DictReader((tmp_path / "labels.csv").open())}
     peak = {"benign": [], "malignant": []}
     for f in tmp_path.rglob("*.dcm"):
         ds = pydicom.dcmread(f)
         peak[labels[ds.PatientID]].append(float((ds.pixel_array * float(ds.RescaleSlope)).max()))
-    assert np.median(peak["malignant"]) > 1.5 * np.median(peak["benign"])
-    # ... but the classes overlap: the task is not a threshold on the brightest pixel
-    assert max(peak["benign"]) > min(peak["malignant"])
+    # physiological hot spots outside the lungs make the slice maximum overlap between labels
+    assert max(peak["benign"]) > np.median(peak["malignant"])
