@@ -265,10 +265,13 @@ def fid_kid_from_features(fake_features: torch.Tensor, real_features: torch.Tens
                          f"({min(n_fake, n_real)}: {n_fake} generated, {n_real} real)")
     # The images were run through the network once, above; both metrics reuse those features.
     passthrough = _Precomputed(extractor.num_features)
-    fid = FrechetInceptionDistance(feature=passthrough).to(fake_features.device)
+    # sync_on_compute=False: under DDP only rank 0 evaluates, and torchmetrics would otherwise
+    # wait at compute() for the other ranks to join a gather they never reach.
+    fid = FrechetInceptionDistance(feature=passthrough, sync_on_compute=False).to(fake_features.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features")  # we know: that is KID
-        kid = KernelInceptionDistance(feature=passthrough, subset_size=subset).to(fake_features.device)
+        kid = KernelInceptionDistance(feature=passthrough, subset_size=subset, sync_on_compute=False)
+    kid = kid.to(fake_features.device)
     for metric in (fid, kid):
         metric.update(real_features, real=True)
         metric.update(fake_features, real=False)

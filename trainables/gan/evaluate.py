@@ -1,0 +1,71 @@
+"""Evaluating a generator against the validation split, the same way at every interval.
+
+One `GanEvaluator` per trial: it holds the validation images, their FID / KID features
+(extracted once: the Inception pass is the expensive part), and fixed noise, so the figures
+of different epochs differ only because the generator did.
+
+Per evaluation, `num_images` class-balanced images are generated from the fixed noise and
+scored with the shared metric definitions in `trainables.metrics`: SSIM / PSNR / MSE under
+the class-matched pairing, FID and KID, and MS-SSIM among the generated images (diversity).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from trainables.metrics import (
+    extract_features,
+    fid_kid_from_features,
+    load_fid_extractor,
+    ms_ssim_diversity,
+    paired_similarity,
+)
+
+GRID_PER_LABEL = 8  # sample grid: one row of 8 per label
+GENERATE_BATCH = 64
+
+
+class GanEvaluator:
+    def __init__(self, val_images: torch.Tensor, val_labels: torch.Tensor, num_images: int, latent_dim: int,
+                 seed: int, fid_weights: str = "", device: torch.device | str = "cpu", num_classes: int = 2):
+        """`val_images` [N, 1, S, S] in [0, 1] with int64 `val_labels` [N]."""
+        self.device = torch.device(device)
+        self.val_images, self.val_labels = val_images, val_labels
+        self.seed, self.latent_dim, self.num_classes = seed, latent_dim, num_classes
+        self.extractor = load_fid_extractor(fid_weights)
+        self.val_features = extract_features(val_images, self.extractor, self.device)
+        # Class-balanced labels 0, 1, 0, 1, ... and noise that never changes during the trial.
+        self.labels = torch.arange(num_images) % num_classes
+        self.noise = self.fixed_noise(num_images)
+
+    def fixed_noise(self, n: int) -> torch.Tensor:
+        """The first n rows of the trial's fixed noise (a generator of its own: training RNG untouched)."""
+        return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(self.seed + 7919))
+
+    @torch.no_grad()
+    def generate(self, generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] on the CPU, from `generator` in eval mode (BN running statistics)."""
+        was_training = generator.training
+        generator.eval()
+        images = [generator(z.to(self.device), y.to(self.device)).float().cpu()
+                  for z, y in zip(noise.split(GENERATE_BATCH), labels.split(GENERATE_BATCH))]
+        generator.train(was_training)
+        return ((torch.cat(images) + 1) / 2).clamp(0, 1)
+
+    def evaluate(self, generator: nn.Module) -> dict:
+        fake = self.generate(generator, self.noise, self.labels)
+        fake_features = extract_features(fake, self.extractor, self.device)
+        return {
+            **paired_similarity(fake, self.labels, self.val_images, self.val_labels, seed=self.seed),
+            **fid_kid_from_features(fake_features, self.val_features, self.extractor, seed=self.seed),
+            "ms_ssim": ms_ssim_diversity(fake, seed=self.seed),
+        }
+
+    def save_sample_grid(self, generator: nn.Module, path: Path) -> None:
+        """One row per label from the same noise every time, so grids compare across epochs."""
+        noise = self.fixed_noise(GRID_PER_LABEL).repeat(self.num_classes, 1)
+        labels = torch.arange(self.num_classes).repeat_interleave(GRID_PER_LABEL)
+        save_image(self.generate(generator, noise, labels), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)

@@ -1,0 +1,264 @@
+"""The GAN training loop: WGAN-GP with n_critic critic steps per generator step.
+
+Read top to bottom, `fit` is the whole story: build (or resume) the models, then per epoch
+the critic steps (Wasserstein loss + gradient penalty + AC loss), the generator step, the
+EMA update, and every `eval_every` epochs an evaluation on the validation split, a sample
+grid and a checkpoint, reported together.
+
+`fit` knows nothing of Ray: it takes a `report(metrics, checkpoint_dir)` callable, an
+optional checkpoint folder to resume from, the device, and a `prepare_model` hook (DDP).
+`train_gan_worker` is the Ray Train entry point that plugs Ray's versions of those in;
+tests, benchmarks and `reproduce` call `fit` directly.
+
+Config: a plain dict with the GanConfig fields plus `image_size`. Data: a dict of numpy
+arrays as `Cohort.as_arrays()` gives (images [N, S, S] in [0, 1], labels, split), or a Ray
+ObjectRef to one.
+
+An epoch is ceil(N_train / (batch_size * workers)) generator steps, each after n_critic
+critic steps on fresh batches (drawn with replacement from a seeded generator), so epochs
+mean the same amount of generator training whatever n_critic is.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables.gan.evaluate import GanEvaluator
+from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient_penalty
+from trainables.gan.models import build_gan, ema_update
+from trainables.gan.replay import ReplayBuffer
+
+Report = Callable[[dict, Path], None]
+TRAIN, VAL = 0, 1  # split codes in the cohort arrays
+CHECKPOINT_FILE = "state.pt"
+
+
+def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_from: Path | None = None,
+        device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+        prepare_model: Callable[[nn.Module], nn.Module] | None = None) -> dict:
+    """Train one GAN; returns the last reported metrics."""
+    device = torch.device(device)
+    prepare_model = prepare_model or (lambda module: module.to(device))
+    # Ranks draw different noise and batches; DDP copies rank 0's initial weights to all.
+    torch.manual_seed(cfg["seed"] * 1000 + rank)
+    data_rng = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank)
+    autocast = torch.autocast("cuda", torch.bfloat16) if cfg["bf16"] and device.type == "cuda" else nullcontext()
+
+    pair = build_gan(cfg)
+    generator, critic = pair.generator.to(device), pair.critic.to(device)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg["ema_decay"] > 0 else None
+    replay = ReplayBuffer(cfg["replay_size"], device=device)
+    opt_state, start_epoch = None, 0
+    if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
+        state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        replay.load_state_dict(state["replay"])
+        opt_state, start_epoch = state["optimizers"], state["epoch"]
+        if rank == 0:  # the checkpoint holds rank 0's random state: rank 0 resumes exactly
+            _set_rng_state(state["rng"], data_rng, device)
+        else:  # the others reseed, so they keep drawing other batches than rank 0
+            torch.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
+            data_rng.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
+
+    generator_ddp, critic_ddp = prepare_model(generator), prepare_model(critic)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"]))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"]))
+    if opt_state is not None:
+        opt_g.load_state_dict(opt_state["g"])
+        opt_d.load_state_dict(opt_state["d"])
+
+    train = data["split"] == TRAIN
+    # Generator output is tanh, so real images are scaled from [0, 1] to [-1, 1] to match.
+    x_train = torch.from_numpy(np.asarray(data["images"][train], np.float32)).unsqueeze(1).to(device) * 2 - 1
+    y_train = torch.from_numpy(np.asarray(data["labels"][train], np.int64)).to(device)
+    evaluator = _make_evaluator(cfg, data, device) if rank == 0 else None
+    num_classes = cfg.get("num_classes", 2)
+    batch = cfg["batch_size"]
+    steps_per_epoch = max(1, math.ceil(len(x_train) / (batch * world_size)))
+    metrics: dict = {}
+
+    g_steps = start_epoch * steps_per_epoch  # generator steps so far
+    for epoch in range(start_epoch, cfg["epochs"]):
+        started = time.perf_counter()
+        sums = {key: torch.zeros((), device=device) for key in ("loss_d", "loss_g", "gp", "wasserstein")}
+        for _ in range(steps_per_epoch):
+            # ---- critic: n_critic steps of E[D(fake)] - E[D(real)] + λ·GP (+ AC loss)
+            for _ in range(cfg["n_critic"]):
+                idx = torch.randint(len(x_train), (batch,), generator=data_rng).to(device)
+                real, labels = x_train[idx], y_train[idx]
+                z = torch.randn(batch, cfg["latent_dim"], device=device)
+                with torch.no_grad(), autocast:
+                    fake = generator(z, labels).float()
+                seen_fake, seen_labels = replay.mix(fake, labels, cfg["replay_ratio"], data_rng)
+                with autocast:  # one critic forward for real and fake: one DDP all-reduce
+                    scores, logits = critic_ddp(torch.cat([real, seen_fake]), torch.cat([labels, seen_labels]))
+                real_scores, fake_scores = scores.float().split(batch)
+                # The penalty pairs each real image with a fresh fake of the same label (the
+                # dcgan critic is per label) and runs in fp32: it differentiates twice.
+                gp = gradient_penalty(lambda x, y: critic(x, y)[0], real, fake, labels, cfg["gp_lambda"])
+                loss_d = critic_loss(real_scores, fake_scores) + gp
+                if logits is not None:  # AC-GAN: the class head learns from real and fake
+                    loss_d = loss_d + cfg["ac_weight"] * ac_loss(logits, torch.cat([labels, seen_labels]))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                replay.push(fake, labels)
+
+            # ---- generator: -E[D(G(z, y))] (+ AC loss on its own labels)
+            labels = torch.randint(num_classes, (batch,), device=device)
+            z = torch.randn(batch, cfg["latent_dim"], device=device)
+            critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this step
+            with autocast:
+                fake = generator_ddp(z, labels)
+                scores, logits = critic(fake, labels)
+                loss_g = generator_loss(scores) + cfg["ac_weight"] * ac_loss(logits, labels)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            critic.requires_grad_(True)
+            g_steps += 1
+            if ema is not None:
+                # Warm-up: a plain 0.999 would leave a short run's EMA at its random start.
+                ema_update(ema, generator, min(cfg["ema_decay"], (1 + g_steps) / (10 + g_steps)))
+
+            for key, value in (("loss_d", loss_d), ("loss_g", loss_g), ("gp", gp),
+                               ("wasserstein", real_scores.mean() - fake_scores.mean())):
+                sums[key] += value.detach().float()  # summed on the device: no sync per step
+
+        metrics = {key: value.item() / steps_per_epoch for key, value in sums.items()}
+        metrics.update(epoch=epoch + 1, epoch_s=time.perf_counter() - started,
+                       images_per_s=steps_per_epoch * batch * (cfg["n_critic"] + 1) * world_size
+                       / (time.perf_counter() - started))
+        stop_reason = _agree_on_divergence(_divergence(metrics, cfg), device, world_size)
+        last_epoch = epoch + 1 == cfg["epochs"]
+        if stop_reason:
+            metrics.update(diverged=1, stop_reason=stop_reason)
+            _report_tombstone(report, metrics, cfg, rank)
+            return metrics
+        if (epoch + 1) % cfg["eval_every"] and not last_epoch:
+            continue
+        metrics.update(diverged=0, stop_reason="")
+        with tempfile.TemporaryDirectory(prefix="gan-ckpt-") as folder:
+            folder = Path(folder)
+            if rank == 0:
+                sampler = ema if ema is not None else generator
+                metrics.update(evaluator.evaluate(sampler))
+                evaluator.save_sample_grid(sampler, folder / "samples.png")
+                torch.save({
+                    "generator": generator.state_dict(), "critic": critic.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "optimizers": {"g": opt_g.state_dict(), "d": opt_d.state_dict()},
+                    "replay": replay.state_dict(), "epoch": epoch + 1,
+                    "rng": _get_rng_state(data_rng, device),
+                }, folder / CHECKPOINT_FILE)
+                _write_json(folder / "config.json", dict(cfg))
+                _write_json(folder / "metrics.json", metrics)
+            report(metrics, folder)
+    return metrics
+
+
+def train_gan_worker(config: dict) -> None:
+    """Ray Train entry (`TorchTrainer(train_gan_worker, train_loop_config=...)`).
+
+    `config` holds the GAN settings plus `data`: the cohort arrays or an ObjectRef to them, and
+    optionally `resume_from`. Resumes from the checkpoint Ray hands over (a restarted trial or
+    worker group), else from `resume_from`.
+    """
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    data = config["data"]
+    data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
+    cfg = {key: value for key, value in config.items() if key not in ("data", "resume_from")}
+
+    def report(metrics: dict, folder: Path) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def prepare_model(module: nn.Module) -> nn.Module:
+        # dcgan routes samples to per-label networks: a batch without one label leaves that
+        # network's parameters unused, which DDP must be told to expect.
+        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    # Ray's own latest checkpoint (a restarted worker group) wins over one handed in to start
+    # from (`resume_from`: a Checkpoint or its path / URI; Train V2 drops resume_from_checkpoint).
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
+    if isinstance(checkpoint, str):
+        checkpoint = ray.train.Checkpoint(checkpoint)
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+        fit(cfg, data, report, resume_from=Path(resume_dir) if resume_dir else None,
+            device=ray.train.torch.get_device(), rank=rank, world_size=context.get_world_size(),
+            prepare_model=prepare_model)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _make_evaluator(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device) -> GanEvaluator:
+    val = data["split"] == VAL
+    images = torch.from_numpy(np.asarray(data["images"][val], np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(np.asarray(data["labels"][val], np.int64))
+    return GanEvaluator(images, labels, num_images=cfg["eval_images"], latent_dim=cfg["latent_dim"],
+                        seed=cfg["seed"], fid_weights=cfg["fid_weights"], device=device,
+                        num_classes=cfg.get("num_classes", 2))
+
+
+def _divergence(metrics: Mapping[str, float], cfg: Mapping) -> str:
+    """Why this run should stop, or '' if it is healthy."""
+    for key in ("loss_d", "loss_g", "gp"):
+        if not math.isfinite(metrics[key]):
+            return f"diverged: {key} is {metrics[key]} at epoch {metrics['epoch']}"
+    if abs(metrics["loss_d"]) > cfg["max_critic_loss"]:
+        return (f"diverged: |critic loss| {abs(metrics['loss_d']):.3g} > max_critic_loss "
+                f"{cfg['max_critic_loss']:.3g} at epoch {metrics['epoch']}")
+    return ""
+
+
+def _agree_on_divergence(reason: str, device: torch.device, world_size: int) -> str:
+    """All DDP ranks must stop together (or the others hang in the next all-reduce)."""
+    if world_size == 1:
+        return reason
+    flag = torch.tensor([1.0 if reason else 0.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return reason or ("diverged on another worker" if flag.item() else "")
+
+
+def _report_tombstone(report: Report, metrics: dict, cfg: Mapping, rank: int) -> None:
+    """A diverged run's last report: its reason and config, no weights worth keeping."""
+    with tempfile.TemporaryDirectory(prefix="gan-diverged-") as folder:
+        if rank == 0:
+            _write_json(Path(folder) / "config.json", dict(cfg))
+            _write_json(Path(folder) / "metrics.json", metrics)
+        report(metrics, Path(folder))
+
+
+def _get_rng_state(data_rng: torch.Generator, device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(), "data": data_rng.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(state: Mapping, data_rng: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    data_rng.set_state(state["data"].cpu())
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _write_json(path: Path, value: Mapping) -> None:
+    path.write_text(json.dumps(value, indent=1, default=str))
