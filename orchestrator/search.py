@@ -1,0 +1,60 @@
+"""The search: the YAML space -> Tune param space, and the searcher / scheduler factories.
+
+The only module that knows Optuna and Tune schedulers. A space in the YAML is
+
+    search:
+      space:
+        lr_g: {type: loguniform, low: 2.0e-5, high: 5.0e-4}
+        n_critic: {type: int, low: 1, high: 5}          # both ends included
+        arch: {type: choice, values: [dcgan, cgan]}
+
+and every key is a `gan` setting (checked in config.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ray import tune
+
+from orchestrator.config import GanConfig, SearchConfig
+
+# How each declarative distribution becomes a Tune domain.
+DISTRIBUTIONS = {
+    "loguniform": lambda spec: tune.loguniform(spec["low"], spec["high"]),
+    "uniform": lambda spec: tune.uniform(spec["low"], spec["high"]),
+    "int": lambda spec: tune.randint(spec["low"], spec["high"] + 1),  # Tune's high is exclusive
+    "choice": lambda spec: tune.choice(list(spec["values"])),
+}
+# Ranking metrics and their direction: SSIM as the paper (higher is better), FID lower.
+METRIC_MODES = {"ssim": "max", "fid": "min"}
+
+
+def to_tune_space(space: dict[str, dict]) -> dict[str, Any]:
+    """The declarative space as Tune domains, one per searched gan setting."""
+    return {name: DISTRIBUTIONS[spec["type"]](spec) for name, spec in space.items()}
+
+
+def paper_defaults(space: dict[str, dict]) -> dict[str, Any]:
+    """The GanConfig defaults (the paper's settings) for the searched keys that lie inside the space."""
+    defaults = dataclasses.asdict(GanConfig())
+    point = {}
+    for name, spec in space.items():
+        value = defaults[name]
+        inside = value in spec["values"] if spec["type"] == "choice" else spec["low"] <= value <= spec["high"]
+        if inside:
+            point[name] = value
+    return point
+
+
+def make_searcher(search: SearchConfig):
+    """Optuna TPE, seeded, starting from the paper's defaults, at most `max_concurrent` trials at once."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    start = paper_defaults(search.space)
+    searcher = OptunaSearch(metric=search.metric, mode=METRIC_MODES[search.metric],
+                            sampler=optuna.samplers.TPESampler(seed=search.seed),
+                            points_to_evaluate=[start] if len(start) == len(search.space) else None)
+    return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
