@@ -73,6 +73,12 @@ class SearchConfig:
     max_concurrent: int = 2
     metric: Literal["ssim", "fid"] = "ssim"
     seed: int = 0
+    grace_epochs: int = 50  # ASHA stops no trial before this many epochs (GAN metrics are noisy early)
+    workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
+    gpus_per_worker: float = 0.0  # fractions share a GPU between trials; 0 trains on CPU
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
+    keep_checkpoints: int = 3  # per trial, the best by the ranking metric
     # gan field -> {"type": loguniform|uniform|int|choice, "low"/"high" or "values"}
     space: dict[str, dict] = field(default_factory=dict)
 

@@ -1,0 +1,131 @@
+"""Stage 1: a Ray Tune search over GAN trials; each trial is one Ray Train run.
+
+The pattern Ray documents for Tune over Train V2: a Tune function trainable (with a token
+CPU, since the Train workers hold the real resources) builds a `TorchTrainer` over
+`trainables.gan.loop.train_gan_worker` and calls `.fit()`; `TuneReportCallback` forwards
+rank 0's metrics and the checkpoint path to Tune. The Train run is named after the trial, so
+a restored sweep's trial finds its own checkpoints and resumes from the latest.
+
+Selection uses the validation split only (the test split is for stage 3's final scores).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from orchestrator.config import Config
+from orchestrator.search import METRIC_MODES, make_searcher, to_tune_space
+from trainables.gan.loop import train_gan_worker
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit, as Ray's Tune-over-Train guide asks
+
+TABLE_COLUMNS = ["trial_id", "arch", "epoch", "ssim", "psnr", "mse", "fid", "kid_mean", "ms_ssim", "checkpoint_path"]
+
+
+def gan_trial(config: dict, data: list) -> None:
+    """One Tune trial: a Ray Train run of the GAN loop with this trial's settings.
+
+    `data` is `[ObjectRef]` of the cohort arrays: a ref nested in a list stays a ref, so
+    every trial's workers read the one copy in the object store.
+    """
+    settings = {key: value for key, value in config.items() if key != "_train"}
+    train = config["_train"]
+    trial_id = tune.get_context().get_trial_id()
+    TorchTrainer(
+        train_gan_worker,
+        train_loop_config={**settings, "data": data[0]},
+        scaling_config=ScalingConfig(**train["scaling"]),
+        run_config=RunConfig(
+            name=f"gan-train-{trial_id}",  # deterministic: a restored trial finds its checkpoints
+            storage_path=train["storage"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=train["keep"], checkpoint_score_attribute=train["metric"],
+                                               checkpoint_score_order=train["mode"]),
+            failure_config=FailureConfig(max_failures=train["max_failures"]),  # restarts from the last checkpoint
+        ),
+    ).fit()
+
+
+def build_tuner(cfg: Config, data_ref, storage: str, callbacks: list, resume: bool) -> tune.Tuner:
+    """The Tuner for stage 1, new or restored from `storage`."""
+    search = cfg.search
+    metric, mode = search.metric, METRIC_MODES[search.metric]
+    trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), {"cpu": 0.01})
+    gpu = {"GPU": search.gpus_per_worker} if search.gpus_per_worker else {}
+    train = {"storage": storage, "metric": metric, "mode": mode, "keep": search.keep_checkpoints,
+             "max_failures": search.max_failures,
+             "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
+                         "resources_per_worker": {"CPU": search.cpus_per_worker, **gpu}}}
+    param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "_train": train,
+                   **to_tune_space(search.space)}
+    experiment = f"gan-{cfg.data.modality}"
+    if resume:
+        path = f"{storage.rstrip('/')}/{experiment}"
+        if not tune.Tuner.can_restore(path):
+            raise FileNotFoundError(f"--resume: no stage-1 sweep to resume at {path}")
+        return tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
+                                  resume_unfinished=True, resume_errored=True)
+    # ASHA prunes hopeless trials (Ray's OptunaSearch prunes nothing itself).
+    scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max(cfg.gan.epochs, 1),
+                              grace_period=min(search.grace_epochs, cfg.gan.epochs))
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=make_searcher(search), scheduler=scheduler,
+                                    num_samples=search.num_samples),
+        run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=search.max_failures)),
+    )
+
+
+def ranking_table(results: tune.ResultGrid, metric: str) -> pd.DataFrame:
+    """Every trial's best checkpoint (by `metric`, on validation), best first."""
+    ascending = METRIC_MODES[metric] == "min"
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        if history is None or metric not in history or "checkpoint_path" not in history:
+            continue
+        history = history.dropna(subset=[metric, "checkpoint_path"])
+        if "diverged" in history:
+            history = history[history["diverged"] != 1]
+        if history.empty:
+            continue
+        best = history.sort_values(metric, ascending=ascending).iloc[0]
+        rows.append({"trial_id": result.metrics.get("trial_id", ""), "arch": result.config["arch"],
+                     **{k: best.get(k) for k in TABLE_COLUMNS if k not in ("trial_id", "arch")}})
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
+
+
+def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Tables 1-2: the best checkpoint of each architecture (the table is sorted best first)."""
+    return table.groupby("arch", sort=False).head(1).reset_index(drop=True)
+
+
+def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "gan_ranking.csv", out_dir / "gan_ranking.md", out_dir / "gan_best_per_arch.md"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(_markdown(table))
+    paths[2].write_text(_markdown(best_per_architecture(table)))
+    return paths
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    shown = table.drop(columns=["checkpoint_path"])
+    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    lines = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return header + "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,179 @@
+"""The one place that writes to MLflow: a parent run per sweep, a nested child run per trial.
+
+All writes happen on the driver (a Tune callback), so a SQLite store has one writer however
+many trials run at once, and no Ray worker needs to reach the tracking server. Children are
+linked to the parent by its run id (`mlflow.parentRunId`), not by Ray's MLflow helpers (they
+do not nest runs). A resumed sweep finds its parent and each trial's child again by tag, so
+nothing is logged twice.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+SWEEP_TAG, TRIAL_TAG = "medgan.sweep", "medgan.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_tracking_uri(runs_dir: Path) -> str:
+    """A SQLite store under runs/: works on a fresh machine, `mlflow ui --backend-store-uri` opens it."""
+    return f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
+
+
+class SweepTracker:
+    """The sweep's parent run, and the client its trial callback writes through."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        # An absolute artifact location, made here on the driver: created from a Ray worker
+        # it would land in that worker's session folder.
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=(artifact_root / experiment).resolve().as_uri()
+            if "://" not in str(artifact_root) else f"{artifact_root}/{experiment}")
+        self.parent_id = ""
+
+    def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Find the parent run of `sweep_name` (a resumed sweep) or create it."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_name}'")
+        if runs:
+            self.parent_id = runs[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+            return self.parent_id
+        run = self.client.create_run(self.experiment_id, run_name=sweep_name,
+                                     tags={SWEEP_TAG: sweep_name, "git_commit": code_version(), **tags})
+        self.parent_id = run.info.run_id
+        self.client.log_batch(self.parent_id, params=[Param(k, _param(v)) for k, v in _flatten(params).items()])
+        return self.parent_id
+
+    def log_sweep_file(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.parent_id, str(path), artifact_path)
+
+    def log_sweep_dict(self, value: dict, name: str) -> None:
+        self.client.log_dict(self.parent_id, value, name)
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status)
+
+    def trial_callback(self, metric: str, mode: str) -> TrialLogger:
+        return TrialLogger(self, metric, mode)
+
+
+class TrialLogger(tune.Callback):
+    """Tune callback on the driver: one child run per trial, metrics per report, grids, best checkpoint."""
+
+    def __init__(self, tracker: SweepTracker, metric: str, mode: str):
+        self.tracker, self.client = tracker, tracker.client
+        self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
+        self.run_ids: dict[str, str] = {}
+        self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
+
+    def child_run(self, trial) -> str:
+        if trial.trial_id in self.run_ids:
+            return self.run_ids[trial.trial_id]
+        query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.tracker.parent_id}'"
+        found = self.client.search_runs([self.tracker.experiment_id], query)
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self.client.create_run(self.tracker.experiment_id, run_name=f"trial-{trial.trial_id}",
+                                            tags={PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id}
+                                            ).info.run_id
+            params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
+            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+        self.run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.client.update_run(self.child_run(trial), status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id, step = self.child_run(trial), int(result.get("epoch", 0))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k in REPORTED_METRICS]
+        tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256") if result.get(k)]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        checkpoint = result.get("checkpoint_path")
+        if checkpoint:
+            with _local_copy(checkpoint) as folder:
+                grid = Path(folder) / "samples.png"
+                if grid.exists():
+                    named = Path(tempfile.mkdtemp()) / f"epoch_{step:04d}.png"
+                    named.write_bytes(grid.read_bytes())
+                    self.client.log_artifact(run_id, str(named), "samples")
+            score = result.get(self.metric)
+            if isinstance(score, (int, float)):
+                sign = 1 if self.mode == "max" else -1
+                if trial.trial_id not in self.best or sign * score > sign * self.best[trial.trial_id][0]:
+                    self.best[trial.trial_id] = (float(score), checkpoint)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.child_run(trial)
+        if trial.trial_id in self.best:
+            score, checkpoint = self.best[trial.trial_id]
+            with _local_copy(checkpoint) as folder:
+                self.client.log_artifacts(run_id, folder, "best_checkpoint")
+            self.client.set_tag(run_id, "best_checkpoint_path", checkpoint)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.child_run(trial)
+        reason = str(getattr(trial, "error_msg", "") or trial.error_file or "trial raised an error")
+        self.client.set_tag(run_id, "failure_reason", reason[-4000:])
+        self.client.set_terminated(run_id, "FAILED")
+
+
+# Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
+REPORTED_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
+                    "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch"}
+
+
+class _local_copy:
+    """A checkpoint path (local or S3) as a local folder for the duration of a `with`."""
+
+    def __init__(self, path: str):
+        from ray.train import Checkpoint
+
+        self.checkpoint = Checkpoint(path)
+
+    def __enter__(self) -> str:
+        self._context = self.checkpoint.as_directory()
+        return self._context.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self._context.__exit__(*exc)
+
+
+def code_version() -> str:
+    """The git commit of this checkout, '+dirty' when it has local changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
+        return commit + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _flatten(value: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and key != "space":
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+def _param(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
