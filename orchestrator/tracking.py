@@ -34,11 +34,12 @@ class SweepTracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        # An absolute artifact location, made here on the driver: created from a Ray worker
-        # it would land in that worker's session folder.
+        # A local store gets an absolute artifact folder, made here on the driver (made from a
+        # Ray worker it would land in that worker's session folder); a server keeps its own.
+        local = tracking_uri.startswith(("sqlite:", "file:", "/"))
+        location = (artifact_root / experiment).resolve().as_uri() if local else None
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=(artifact_root / experiment).resolve().as_uri()
-            if "://" not in str(artifact_root) else f"{artifact_root}/{experiment}")
+            experiment, artifact_location=location)
         self.parent_id = ""
 
     def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
