@@ -7,7 +7,6 @@ with where the results are. Stage 1 (gan) is built; synth and classify come next
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
