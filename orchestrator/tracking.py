@@ -128,7 +128,8 @@ class TrialLogger(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
-        reason = str(getattr(trial, "error_msg", "") or trial.error_file or "trial raised an error")
+        # Trial's error attributes differ across Ray releases: read whichever this one has.
+        reason = str(getattr(trial, "error_msg", "") or getattr(trial, "error_file", "") or "trial raised an error")
         self.client.set_tag(run_id, "failure_reason", reason[-4000:])
         self.client.set_terminated(run_id, "FAILED")
 
