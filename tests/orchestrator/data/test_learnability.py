@@ -52,7 +52,10 @@ def stratified_patients(patients: np.ndarray, labels: np.ndarray, share: float, 
     rng = np.random.default_rng(seed)
     chosen = []
     for label in (0, 1):
-        ids = np.unique(patients[labels == label])
+        # in order of first appearance (file order), not pseudonym order: pseudonyms are
+        # salted per cache, and the draw must not change with the salt
+        of_label = patients[labels == label]
+        ids = of_label[np.sort(np.unique(of_label, return_index=True)[1])]
         chosen += list(rng.choice(ids, max(1, round(share * len(ids))), replace=False))
     return np.isin(patients, chosen)
 
