@@ -18,6 +18,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.train import Checkpoint
 
 SWEEP_TAG, TRIAL_TAG = "medgan.sweep", "medgan.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -105,12 +106,13 @@ class TrialLogger(tune.Callback):
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         checkpoint = result.get("checkpoint_path")
         if checkpoint:
-            with _local_copy(checkpoint) as folder:
+            with Checkpoint(checkpoint).as_directory() as folder:
                 grid = Path(folder) / "samples.png"
                 if grid.exists():
-                    named = Path(tempfile.mkdtemp()) / f"epoch_{step:04d}.png"
-                    named.write_bytes(grid.read_bytes())
-                    self.client.log_artifact(run_id, str(named), "samples")
+                    with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
+                        named = Path(tmp) / f"epoch_{step:04d}.png"
+                        named.write_bytes(grid.read_bytes())
+                        self.client.log_artifact(run_id, str(named), "samples")
             score = result.get(self.metric)
             if isinstance(score, (int, float)):
                 sign = 1 if self.mode == "max" else -1
@@ -121,7 +123,7 @@ class TrialLogger(tune.Callback):
         run_id = self.child_run(trial)
         if trial.trial_id in self.best:
             score, checkpoint = self.best[trial.trial_id]
-            with _local_copy(checkpoint) as folder:
+            with Checkpoint(checkpoint).as_directory() as folder:
                 self.client.log_artifacts(run_id, folder, "best_checkpoint")
             self.client.set_tag(run_id, "best_checkpoint_path", checkpoint)
         self.client.set_terminated(run_id, "FINISHED")
@@ -137,22 +139,6 @@ class TrialLogger(tune.Callback):
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
 REPORTED_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
                     "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch"}
-
-
-class _local_copy:
-    """A checkpoint path (local or S3) as a local folder for the duration of a `with`."""
-
-    def __init__(self, path: str):
-        from ray.train import Checkpoint
-
-        self.checkpoint = Checkpoint(path)
-
-    def __enter__(self) -> str:
-        self._context = self.checkpoint.as_directory()
-        return self._context.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        self._context.__exit__(*exc)
 
 
 def code_version() -> str:
