@@ -120,6 +120,14 @@ def load_config(
     return config
 
 
+def config_from_dict(values: dict, source: str) -> Config:
+    """A Config saved with `to_dict` (a sweep's own record), checked like any layer."""
+    _check_layer(Config, values, source, prefix="")
+    config = _build(Config, values)
+    _check_search_space(config.search.space)
+    return config
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     """`["gan.lr_g=2e-4", "data.size=64"]` -> nested dict; values are parsed as YAML."""
     nested: dict = {}

@@ -58,3 +58,25 @@ def make_searcher(search: SearchConfig):
                             sampler=optuna.samplers.TPESampler(seed=search.seed),
                             points_to_evaluate=[start] if len(start) == len(search.space) else None)
     return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+
+
+def longest_trial(space: dict[str, dict], epochs: int) -> int:
+    """The most epochs any trial can run: the top of a searched `epochs`, else the config's."""
+    spec = space.get("epochs")
+    if spec is None:
+        return epochs
+    return max(spec["values"]) if spec["type"] == "choice" else int(spec["high"])
+
+
+def make_scheduler(search: SearchConfig, epochs: int):
+    """ASHA on `epoch`: prunes hopeless trials (Ray's OptunaSearch prunes nothing itself).
+
+    `max_t` lies one past the longest trial, so ASHA never stops a trial at its natural end:
+    a trial that ends by itself shuts its Ray Train run down cleanly, while one Tune stops is
+    killed and leaves its placement group for Train's cleaner to remove.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    longest = longest_trial(search.space, epochs)
+    return ASHAScheduler(time_attr="epoch", metric=search.metric, mode=METRIC_MODES[search.metric],
+                         max_t=longest + 1, grace_period=max(1, min(search.grace_epochs, longest)))

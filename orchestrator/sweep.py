@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.config import Config, ConfigError, config_from_dict, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.data.split import SplitError
+from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
+from orchestrator.tracking import default_tracking_uri
 
 STAGES = ("gan", "synth", "classify")
 BUILT_STAGES = ("gan",)
@@ -45,17 +48,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepare_data(cfg: Config, data_dir: Path | None, labels: Path | None):
-    """Ingest the user's folder, or make (once) and ingest the phantom cohort."""
-    if data_dir is None:
-        d = cfg.data
-        data_dir = (Path(d.cache_dir).expanduser() / "phantom" /
-                    f"{d.modality}-n{d.phantom_patients}-s{d.phantom_slices}-px{d.phantom_size}").resolve()
-        if not (data_dir / "labels.csv").exists():
-            print(f"making the phantom cohort in {data_dir} (once)")
-            write_phantom_cohort(data_dir, patients=d.phantom_patients, modality=d.modality,
-                                 size=d.phantom_size, slices=d.phantom_slices)
-    return ingest(data_dir, cfg.data, labels_file=labels)
+@dataclass
+class SweepPlan:
+    """What a sweep runs on: its id, config and data; recorded in storage so --resume gets the same."""
+    sweep_id: str
+    config: Config
+    data_dir: Path
+    labels: Path | None
+    fingerprint: str = ""  # of the ingested cohort; a resumed sweep checks it
+
+    def record(self, tracking_uri: str) -> dict:
+        return {"sweep_id": self.sweep_id, "config": self.config.to_dict(), "data_dir": str(self.data_dir),
+                "labels": str(self.labels) if self.labels else None, "dataset_fingerprint": self.fingerprint,
+                "tracking_uri": tracking_uri}
+
+
+def new_plan(args: argparse.Namespace, storage: str) -> SweepPlan:
+    cfg = load_config(args.modality, args.preset, args.config, args.overrides)
+    data_dir = args.data.resolve() if args.data else phantom_folder(cfg)
+    return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None)
+
+
+def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dict]:
+    """The latest sweep of this modality under `storage`, with the config and data it started with."""
+    sweep_id = latest_sweep_id(storage, args.modality)
+    if sweep_id is None:
+        raise FileNotFoundError(f"--resume: no {args.modality} sweep under {storage}")
+    record = read_record(f"{storage}/{sweep_id}")
+    if args.config or args.overrides or args.data or args.labels:
+        print("--resume: using the config and data the sweep started with; --config / --set / --data / "
+              "--labels are ignored", file=sys.stderr)
+    cfg = config_from_dict(record["config"], source=f"{storage}/{sweep_id}/sweep.json")
+    labels = Path(record["labels"]) if record["labels"] else None
+    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, record["dataset_fingerprint"]), record
+
+
+def phantom_folder(cfg: Config) -> Path:
+    """The phantom cohort for this config, written once under the cache folder."""
+    d = cfg.data
+    folder = (Path(d.cache_dir).expanduser() / "phantom" /
+              f"{d.modality}-n{d.phantom_patients}-s{d.phantom_slices}-px{d.phantom_size}").resolve()
+    if not (folder / "labels.csv").exists():
+        print(f"making the phantom cohort in {folder} (once)")
+        write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality,
+                             size=d.phantom_size, slices=d.phantom_slices)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,43 +106,67 @@ def main(argv: list[str] | None = None) -> int:
     if not_built:
         print(f"sweep: stage(s) {not_built} are not built yet; run --stages gan", file=sys.stderr)
         return 2
+    storage = absolute(args.storage)
     try:
-        cfg = load_config(args.modality, args.preset, args.config, args.overrides)
-        cohort = prepare_data(cfg, args.data, args.labels)
-    except (ConfigError, IngestError, LabelError, SplitError) as err:
+        if args.resume:
+            plan, record = resumed_plan(args, storage)
+            tracking_uri = args.tracking_uri or record["tracking_uri"]
+        else:
+            plan = new_plan(args, storage)
+            tracking_uri = args.tracking_uri or default_tracking_uri(args.runs_dir.resolve())
+        cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels)
+    except (ConfigError, IngestError, LabelError, SplitError, FileNotFoundError) as err:
         print(f"sweep failed: {err}", file=sys.stderr)
         return 2
+    if plan.fingerprint and plan.fingerprint != cohort.fingerprint:
+        print(f"sweep failed: the data in {plan.data_dir} changed since sweep {plan.sweep_id} started "
+              f"(fingerprint {cohort.fingerprint}, recorded {plan.fingerprint}); start a new sweep", file=sys.stderr)
+        return 2
+    plan.fingerprint = cohort.fingerprint
     print(format_summary(cohort))
-    return run_sweep(cfg, cohort, args)
+    return run_sweep(plan, cohort, args, storage, tracking_uri)
 
 
-def run_sweep(cfg: Config, cohort, args: argparse.Namespace) -> int:
+def start_ray(address: str | None) -> None:
+    """Join `address`, or start a local Ray with its dashboard on loopback.
+
+    The dashboard is not decoration: it serves the state API through which Ray Train's
+    placement-group cleaner sees that a trial Tune stopped is gone. Without it the stopped
+    trial's workers keep their CPUs and later trials wait for them until they time out.
+    """
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+
+
+def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, tracking_uri: str) -> int:
     import ray
 
     from orchestrator.stages import gan as gan_stage
-    from orchestrator.tracking import SweepTracker, default_tracking_uri
+    from orchestrator.tracking import SweepTracker
 
-    runs_dir = args.runs_dir.resolve()
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    # Ray workers change directory: every path they get must be absolute (or a URI).
-    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
-    tracking_uri = args.tracking_uri or default_tracking_uri(runs_dir)
-    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", runs_dir / "mlartifacts")
-    sweep_name = f"gan-{cfg.data.modality}"
-    tracker.start_sweep(sweep_name, params=cfg.to_dict(), tags={
-        "dataset_fingerprint": cohort.fingerprint, "preset": args.preset,
+    cfg, sweep_id = plan.config, plan.sweep_id
+    sweep_path = f"{storage}/{sweep_id}"
+    out_dir = args.runs_dir.resolve() / sweep_id
+    write_record(sweep_path, plan.record(tracking_uri))
+    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts")
+    tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
+        "dataset_fingerprint": cohort.fingerprint, "preset": args.preset, "sweep_path": sweep_path,
         "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    start_ray(args.address)
     started = time.perf_counter()
     try:
         data_ref = ray.put(cohort.as_arrays())  # once; every trial's workers read this copy
         callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric])
-        tuner = gan_stage.build_tuner(cfg, data_ref, storage, [callback], resume=args.resume)
+        tuner = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume)
         results = tuner.fit()
         table = gan_stage.ranking_table(results, cfg.search.metric)
-        paths = gan_stage.write_tables(table, runs_dir / sweep_name)
+        paths = gan_stage.write_tables(table, out_dir)
         for path in paths:
             tracker.log_sweep_file(path, "ranking")
         errors = sum(1 for r in results if r.error is not None)
@@ -116,14 +177,15 @@ def run_sweep(cfg: Config, cohort, args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
 
-    print(f"\nstage 1: {len(table)} ranked trial(s), {errors} failed, in {time.perf_counter() - started:.0f} s; "
-          f"best per architecture by {cfg.search.metric} (validation):")
-    print(paths[2].read_text())
-    print(f"tables:     {runs_dir / sweep_name}")
-    print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}); "
-          f"open with `mlflow ui --backend-store-uri {tracking_uri}`")
-    print(f"checkpoints and Tune state: {storage}/{sweep_name}")
-    return 0
+    print(f"\nsweep {sweep_id}, stage 1: {len(table)} ranked trial(s), {errors} failed, in "
+          f"{time.perf_counter() - started:.0f} s; best per architecture by {cfg.search.metric} (validation):")
+    print(paths[2].read_text() if len(table) else "(no trial produced a usable checkpoint: see the failure "
+                                                  "reasons on the trials' MLflow runs)")
+    print(f"tables:     {out_dir}")
+    hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
+    print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")
+    print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
+    return 0 if len(table) else 1
 
 
 if __name__ == "__main__":

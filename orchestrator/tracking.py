@@ -77,6 +77,7 @@ class TrialLogger(tune.Callback):
         self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
         self.run_ids: dict[str, str] = {}
         self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
+        self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
 
     def child_run(self, trial) -> str:
         if trial.trial_id in self.run_ids:
@@ -104,20 +105,25 @@ class TrialLogger(tune.Callback):
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k in REPORTED_METRICS]
         tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256") if result.get(k)]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        if result.get("diverged"):
+            self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
         checkpoint = result.get("checkpoint_path")
-        if checkpoint:
-            with Checkpoint(checkpoint).as_directory() as folder:
-                grid = Path(folder) / "samples.png"
-                if grid.exists():
-                    with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
-                        named = Path(tmp) / f"epoch_{step:04d}.png"
-                        named.write_bytes(grid.read_bytes())
-                        self.client.log_artifact(run_id, str(named), "samples")
+        if checkpoint and not result.get("diverged"):
+            self.log_sample_grid(run_id, checkpoint, step)
             score = result.get(self.metric)
             if isinstance(score, (int, float)):
                 sign = 1 if self.mode == "max" else -1
                 if trial.trial_id not in self.best or sign * score > sign * self.best[trial.trial_id][0]:
                     self.best[trial.trial_id] = (float(score), checkpoint)
+
+    def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
+        with Checkpoint(checkpoint).as_directory() as folder:
+            grid = Path(folder) / "samples.png"
+            if grid.exists():
+                with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
+                    named = Path(tmp) / f"epoch_{step:04d}.png"
+                    named.write_bytes(grid.read_bytes())
+                    self.client.log_artifact(run_id, str(named), "samples")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
@@ -126,19 +132,31 @@ class TrialLogger(tune.Callback):
             with Checkpoint(checkpoint).as_directory() as folder:
                 self.client.log_artifacts(run_id, folder, "best_checkpoint")
             self.client.set_tag(run_id, "best_checkpoint_path", checkpoint)
-        self.client.set_terminated(run_id, "FINISHED")
+        if trial.trial_id in self.diverged:  # the run stopped itself (NaN or exploding loss)
+            self.fail(run_id, self.diverged[trial.trial_id])
+        else:
+            self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.child_run(trial)
-        # Trial's error attributes differ across Ray releases: read whichever this one has.
-        reason = str(getattr(trial, "error_msg", "") or getattr(trial, "error_file", "") or "trial raised an error")
+        self.fail(self.child_run(trial), error_text(trial))
+
+    def fail(self, run_id: str, reason: str) -> None:
         self.client.set_tag(run_id, "failure_reason", reason[-4000:])
         self.client.set_terminated(run_id, "FAILED")
 
 
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
 REPORTED_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
-                    "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch"}
+                    "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
+
+
+def error_text(trial) -> str:
+    """The end of the trial's traceback (Tune writes it before calling back), else what is known."""
+    try:
+        error = trial.get_error()
+    except Exception as err:  # a missing or unreadable error file must not stop the sweep
+        return f"trial failed; its error could not be read ({err!r})"
+    return str(error) if error else "trial failed without an error record"
 
 
 def code_version() -> str:

@@ -19,14 +19,14 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.config import Config
-from orchestrator.search import METRIC_MODES, make_searcher, to_tune_space
+from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
 from trainables.gan.loop import train_gan_worker
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit, as Ray's Tune-over-Train guide asks
 
+EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
 TABLE_COLUMNS = ["trial_id", "arch", "epoch", "ssim", "psnr", "mse", "fid", "kid_mean", "ms_ssim", "checkpoint_path"]
 
 
@@ -54,34 +54,31 @@ def gan_trial(config: dict, data: list) -> None:
     ).fit()
 
 
-def build_tuner(cfg: Config, data_ref, storage: str, callbacks: list, resume: bool) -> tune.Tuner:
-    """The Tuner for stage 1, new or restored from `storage`."""
+def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume: bool) -> tune.Tuner:
+    """The Tuner for stage 1 under `sweep_path` (a folder or URI), new or restored."""
     search = cfg.search
     metric, mode = search.metric, METRIC_MODES[search.metric]
     trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), {"cpu": 0.01})
     gpu = {"GPU": search.gpus_per_worker} if search.gpus_per_worker else {}
-    train = {"storage": storage, "metric": metric, "mode": mode, "keep": search.keep_checkpoints,
-             "max_failures": search.max_failures,
+    train = {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": metric, "mode": mode,
+             "keep": search.keep_checkpoints, "max_failures": search.max_failures,
              "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
                          "resources_per_worker": {"CPU": search.cpus_per_worker, **gpu}}}
     param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "_train": train,
                    **to_tune_space(search.space)}
-    experiment = f"gan-{cfg.data.modality}"
     if resume:
-        path = f"{storage.rstrip('/')}/{experiment}"
+        path = f"{sweep_path}/{EXPERIMENT}"
         if not tune.Tuner.can_restore(path):
-            raise FileNotFoundError(f"--resume: no stage-1 sweep to resume at {path}")
+            raise FileNotFoundError(f"--resume: no stage-1 state to resume at {path}")
         return tune.Tuner.restore(path, trainable=trainable, param_space=param_space,
                                   resume_unfinished=True, resume_errored=True)
-    # ASHA prunes hopeless trials (Ray's OptunaSearch prunes nothing itself).
-    scheduler = ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max(cfg.gan.epochs, 1),
-                              grace_period=min(search.grace_epochs, cfg.gan.epochs))
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=make_searcher(search), scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=make_searcher(search),
+                                    scheduler=make_scheduler(search, cfg.gan.epochs),
                                     num_samples=search.num_samples),
-        run_config=tune.RunConfig(name=experiment, storage_path=storage, callbacks=callbacks,
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
 

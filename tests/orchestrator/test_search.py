@@ -5,7 +5,7 @@ import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from orchestrator.config import load_config
-from orchestrator.search import make_searcher, paper_defaults, to_tune_space
+from orchestrator.search import longest_trial, make_scheduler, make_searcher, paper_defaults, to_tune_space
 
 
 @pytest.mark.parametrize("modality,preset", [("pet", "full"), ("ct", "full"), ("pet", "smoke")])
@@ -47,3 +47,13 @@ def test_searcher_is_built_for_the_ranking_metric():
     searcher = make_searcher(load_config("pet", "smoke").search)
     assert searcher.max_concurrent == 1
     assert searcher.searcher.metric == "ssim" and searcher.searcher.mode == "max"
+
+
+def test_asha_never_stops_a_trial_at_its_natural_end():
+    """The full preset searches 500-1000 epochs: ASHA must let the 1000-epoch trials run to the end."""
+    search = load_config("pet", "full").search
+    assert longest_trial(search.space, epochs=500) == 1000
+    assert make_scheduler(search, epochs=500)._max_t == 1001
+    smoke = load_config("pet", "smoke")
+    assert longest_trial(smoke.search.space, smoke.gan.epochs) == smoke.gan.epochs
+    assert longest_trial({"epochs": {"type": "choice", "values": [3, 9, 5]}}, epochs=1) == 9

@@ -139,7 +139,8 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                 sums[key] += value.detach().float()  # summed on the device: no sync per step
 
         metrics = {key: value.item() / steps_per_epoch for key, value in sums.items()}
-        metrics.update(epoch=epoch + 1, epoch_s=time.perf_counter() - started,
+        metrics.update(epoch=epoch + 1, resumed_from=start_epoch,  # > 0: this run went on from a checkpoint
+                       epoch_s=time.perf_counter() - started,
                        images_per_s=steps_per_epoch * batch * (cfg["n_critic"] + 1) * world_size
                        / (time.perf_counter() - started))
         stop_reason = _agree_on_divergence(_divergence(metrics, cfg), device, world_size)

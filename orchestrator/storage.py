@@ -1,0 +1,52 @@
+"""Sweep storage: a local folder or an `s3://bucket/prefix` URI, laid out one folder per sweep.
+
+    <storage>/<modality>-<YYYYmmdd-HHMMSS>/
+        sweep.json       the resolved config the sweep runs with (what --resume reads)
+        gan/             stage 1's Tune experiment state
+        gan-train/       one Ray Train run (checkpoints) per stage-1 trial
+
+pyarrow's filesystems, as Ray uses them, so the same code reads local disk and S3.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.fs
+
+SWEEP_RECORD = "sweep.json"
+
+
+def absolute(storage: str) -> str:
+    """A URI as given; a local path made absolute (Ray workers change directory)."""
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def new_sweep_id(modality: str) -> str:
+    return f"{modality}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_sweep_id(storage: str, modality: str) -> str | None:
+    """The newest sweep of `modality` under `storage` (ids sort by start time), or None."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    ids = sorted(e.base_name for e in entries
+                 if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(f"{modality}-"))
+    return ids[-1] if ids else None
+
+
+def write_record(sweep_path: str, record: dict) -> None:
+    fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{SWEEP_RECORD}") as out:
+        out.write(json.dumps(record, indent=1).encode())
+
+
+def read_record(sweep_path: str) -> dict:
+    fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
+    try:
+        with fs.open_input_stream(f"{path}/{SWEEP_RECORD}") as stream:
+            return json.loads(stream.read())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{sweep_path} has no {SWEEP_RECORD}: not a sweep folder") from err
