@@ -7,6 +7,7 @@ The result is a frozen `Config`, built once at the edge and passed down.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -75,7 +76,7 @@ class SearchConfig:
     seed: int = 0
     grace_epochs: int = 50  # ASHA stops no trial before this many epochs (GAN metrics are noisy early)
     workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
-    gpus_per_worker: float = 0.0  # fractions share a GPU between trials; 0 trains on CPU
+    gpus_per_worker: float | None = None  # None: 1 if the cluster has GPUs, else 0 (CPU); fractions share a GPU
     cpus_per_worker: float = 1.0
     max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
     keep_checkpoints: int = 3  # per trial, the best by the ranking metric
@@ -188,6 +189,9 @@ def _check_layer(schema: type, layer: Any, source: str, prefix: str) -> None:
 def _coerce(value: Any, expected: Any) -> Any:
     """Return `value` as type `expected`, or raise TypeError saying what was wanted."""
     origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):  # only `T | None` is used
+        (inner,) = [t for t in typing.get_args(expected) if t is not type(None)]
+        return None if value is None else _coerce(value, inner)
     if origin is Literal:
         if value not in typing.get_args(expected):
             raise TypeError(f"must be one of {list(typing.get_args(expected))}, got {value!r}")

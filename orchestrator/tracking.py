@@ -151,12 +151,11 @@ REPORTED_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_
 
 
 def error_text(trial) -> str:
-    """The end of the trial's traceback (Tune writes it before calling back), else what is known."""
-    try:
-        error = trial.get_error()
-    except Exception as err:  # a missing or unreadable error file must not stop the sweep
-        return f"trial failed; its error could not be read ({err!r})"
-    return str(error) if error else "trial failed without an error record"
+    """The trial's error trace: Tune writes it to the trial's local folder before calling back."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        return Path(path).read_text(errors="replace")
+    return "trial failed; Tune recorded no error text"
 
 
 def code_version() -> str:

@@ -278,9 +278,15 @@ def fid_kid_from_features(fake_features: torch.Tensor, real_features: torch.Tens
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global CPU generator
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
+    fid_key, kid_mean_key, kid_std_key = fid_kid_keys(extractor)
+    return {fid_key: float(fid.compute()), kid_mean_key: float(kid_mean), kid_std_key: float(kid_std),
+            "fid_weights_sha256": extractor.weights_sha256}
+
+
+def fid_kid_keys(extractor: FeatureExtractor) -> tuple[str, str, str]:
+    """The names `fid_kid_from_features` reports under: FID / KID only with the FID weights."""
     kid_prefix = "kid" if extractor.name == "fid" else "kd_" + extractor.name.removeprefix("fd_")
-    return {extractor.name: float(fid.compute()), f"{kid_prefix}_mean": float(kid_mean),
-            f"{kid_prefix}_std": float(kid_std), "fid_weights_sha256": extractor.weights_sha256}
+    return extractor.name, f"{kid_prefix}_mean", f"{kid_prefix}_std"
 
 
 class _Precomputed(nn.Module):

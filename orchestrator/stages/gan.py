@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -59,7 +60,8 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
     search = cfg.search
     metric, mode = search.metric, METRIC_MODES[search.metric]
     trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), {"cpu": 0.01})
-    gpu = {"GPU": search.gpus_per_worker} if search.gpus_per_worker else {}
+    gpus = gpus_per_worker(search)
+    gpu = {"GPU": gpus} if gpus else {}
     train = {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": metric, "mode": mode,
              "keep": search.keep_checkpoints, "max_failures": search.max_failures,
              "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
@@ -81,6 +83,13 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
+
+
+def gpus_per_worker(search) -> float:
+    """The configured GPUs per Train worker; unset, one GPU when the cluster has any, else CPU."""
+    if search.gpus_per_worker is not None:
+        return search.gpus_per_worker
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
 def ranking_table(results: tune.ResultGrid, metric: str) -> pd.DataFrame:

@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from orchestrator.config import Config, ConfigError, load_config, parse_overrides
+from orchestrator.config import Config, ConfigError, config_from_dict, load_config, parse_overrides
 
 
 def test_presets_load_and_smoke_is_tiny():
@@ -67,3 +69,12 @@ def test_search_space_must_name_gan_settings_and_known_distributions(tmp_path):
 def test_malformed_set_is_explained():
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["gan.lr_g"])
+
+
+@pytest.mark.parametrize("modality,preset", [("pet", "full"), ("ct", "full"), ("pet", "smoke")])
+def test_a_recorded_config_reads_back_equal(modality, preset):
+    """What --resume relies on: the JSON a sweep records gives back the same Config."""
+    cfg = load_config(modality, preset, overrides=["search.gpus_per_worker=0.5"])
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict())), "sweep.json") == cfg
+    with pytest.raises(ConfigError, match="sweep.json"):
+        config_from_dict({**cfg.to_dict(), "gan": {"nope": 1}}, "sweep.json")

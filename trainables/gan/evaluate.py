@@ -10,6 +10,7 @@ the class-matched pairing, FID and KID, and MS-SSIM among the generated images (
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from torchvision.utils import save_image
 from trainables.metrics import (
     extract_features,
     fid_kid_from_features,
+    fid_kid_keys,
     load_fid_extractor,
     ms_ssim_diversity,
     paired_similarity,
@@ -63,6 +65,13 @@ class GanEvaluator:
             **fid_kid_from_features(fake_features, self.val_features, self.extractor, seed=self.seed),
             "ms_ssim": ms_ssim_diversity(fake, seed=self.seed),
         }
+
+    def not_evaluated(self) -> dict:
+        """The keys of `evaluate`, every figure NaN: for a run that stopped before it could be
+        evaluated. Every report then carries the same metrics (Tune's schedulers require it),
+        and NaN ranks below any real figure."""
+        keys = ("ssim", "psnr", "mse", *fid_kid_keys(self.extractor), "ms_ssim")
+        return {**dict.fromkeys(keys, math.nan), "fid_weights_sha256": self.extractor.weights_sha256}
 
     def save_sample_grid(self, generator: nn.Module, path: Path) -> None:
         """One row per label from the same noise every time, so grids compare across epochs."""

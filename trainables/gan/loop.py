@@ -147,6 +147,8 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
         last_epoch = epoch + 1 == cfg["epochs"]
         if stop_reason:
             metrics.update(diverged=1, stop_reason=stop_reason)
+            if evaluator is not None:
+                metrics.update(evaluator.not_evaluated())
             _report_tombstone(report, metrics, cfg, rank)
             return metrics
         if (epoch + 1) % cfg["eval_every"] and not last_epoch:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -119,6 +120,10 @@ def test_a_diverging_run_stops_with_a_reason_instead_of_crashing(smoke_arrays, t
     (metrics, folder), = [r for r in recorder.reports if r[0]["diverged"]]
     assert not (folder / CHECKPOINT_FILE).exists()  # no weights worth keeping
     assert json.loads((folder / "metrics.json").read_text())["stop_reason"] == final["stop_reason"]
+    # the same keys as an evaluated report (Tune's schedulers reject a report without the
+    # ranking metric), every figure NaN
+    assert {"ssim", "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim"} <= metrics.keys()
+    assert math.isnan(metrics["ssim"]) and math.isnan(metrics["fid"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,33 @@
+"""The sweep folder layout: ids, the newest sweep of a modality, the sweep record."""
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
+
+
+def test_latest_sweep_is_the_newest_folder_of_that_modality(tmp_path):
+    for name in ("pet-20261101-090000", "pet-20261122-120000", "ct-20261123-080000", "pet-notes.txt"):
+        (tmp_path / name).mkdir() if name.endswith("0") else (tmp_path / name).write_text("x")
+    assert latest_sweep_id(str(tmp_path), "pet") == "pet-20261122-120000"
+    assert latest_sweep_id(str(tmp_path), "ct") == "ct-20261123-080000"
+    assert latest_sweep_id(str(tmp_path / "absent"), "pet") is None
+
+
+def test_new_ids_sort_by_start_time():
+    first = new_sweep_id("pet")
+    assert first.startswith("pet-") and len(first) == len("pet-YYYYmmdd-HHMMSS")
+
+
+def test_record_round_trips_and_a_folder_without_one_is_not_a_sweep(tmp_path):
+    write_record(str(tmp_path / "pet-1"), {"config": {"gan": {"epochs": 3}}, "labels": None})
+    assert read_record(str(tmp_path / "pet-1")) == {"config": {"gan": {"epochs": 3}}, "labels": None}
+    (tmp_path / "pet-2").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a sweep folder"):
+        read_record(str(tmp_path / "pet-2"))
+
+
+def test_local_storage_becomes_absolute_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute("runs/tune") == str(tmp_path / "runs" / "tune")
+    assert absolute("s3://bucket/prefix") == "s3://bucket/prefix"
