@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import DataConfig, load_config
+from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import make_patients, write_phantom_cohort
 
 PHANTOM_PATIENTS = 12
@@ -42,3 +43,14 @@ def data_cfg(tmp_path) -> DataConfig:
     """The smoke preset's data settings, with a cache private to the test."""
     cfg = load_config("pet", "smoke").data
     return replace(cfg, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def smoke_arrays(tmp_path_factory) -> dict:
+    """The smoke cohort (30 patients x 3 slices, PET) ingested at 32 px."""
+    root = tmp_path_factory.mktemp("smoke")
+    cfg = load_config("pet", "smoke").data
+    write_phantom_cohort(root / "data", patients=cfg.phantom_patients, modality="pet", size=cfg.phantom_size,
+                         slices=cfg.phantom_slices, seed=0)
+    data_cfg = replace(cfg, cache_dir=str(root / "cache"))
+    return ingest(root / "data", data_cfg, labels_file=root / "data" / "labels.csv").as_arrays()

@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.cohort import TRAIN, VAL
 from trainables.gan.evaluate import GanEvaluator
 from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient_penalty
 from trainables.gan.models import build_gan, ema_update
 from trainables.gan.replay import ReplayBuffer
 
 Report = Callable[[dict, Path], None]
-TRAIN, VAL = 0, 1  # split codes in the cohort arrays
 CHECKPOINT_FILE = "state.pt"
 
 

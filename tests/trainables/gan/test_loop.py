@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 
 from orchestrator.config import load_config
-from orchestrator.data.ingest import ingest
-from orchestrator.data.phantom import write_phantom_cohort
 from trainables.gan.evaluate import GanEvaluator
 from trainables.gan.loop import CHECKPOINT_FILE, fit, train_gan_worker
 from trainables.gan.models import build_gan
@@ -23,17 +21,6 @@ def gan_config(**changes) -> dict:
     """The smoke preset's GAN settings as the plain dict a worker gets."""
     cfg = load_config("pet", "smoke")
     return {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, **changes}
-
-
-@pytest.fixture(scope="module")
-def smoke_arrays(tmp_path_factory) -> dict:
-    """The smoke cohort (30 patients x 3 slices, PET) ingested at 32 px."""
-    root = tmp_path_factory.mktemp("smoke")
-    cfg = load_config("pet", "smoke").data
-    write_phantom_cohort(root / "data", patients=cfg.phantom_patients, modality="pet", size=cfg.phantom_size,
-                         slices=cfg.phantom_slices, seed=0)
-    data_cfg = dataclasses.replace(cfg, cache_dir=str(root / "cache"))
-    return ingest(root / "data", data_cfg, labels_file=root / "data" / "labels.csv").as_arrays()
 
 
 class Recorder:

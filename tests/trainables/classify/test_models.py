@@ -1,0 +1,51 @@
+"""The four classifiers: 1-channel input, 2 logits, any size from 32 to 256 px, nothing downloaded."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from trainables.classify.models import CLASSIFIER_REGISTRY, build_classifier
+
+
+def test_the_four_classifiers_are_registered():
+    assert set(CLASSIFIER_REGISTRY) == {"yolov8", "vgg16", "resnet", "mobilenet"}
+
+
+@pytest.mark.parametrize("size", [32, 256])
+@pytest.mark.parametrize("name", sorted(CLASSIFIER_REGISTRY))
+def test_each_classifier_trains_a_step_on_one_channel(name, size, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # any download attempt fails at once instead of passing
+    torch.manual_seed(0)
+    classifier = build_classifier(name)
+    assert classifier.init == "random"
+    model, x, y = classifier.model, torch.rand(2, 1, size, size), torch.tensor([0, 1])
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 2)  # logits in eval mode too (ultralytics returns a tuple there)
+
+
+def test_local_pretrained_weights_are_used_and_recorded(tmp_path):
+    rgb = timm.create_model("resnet18", pretrained=False)  # an ImageNet-shaped checkpoint: 3 channels, 1000 classes
+    path = tmp_path / "resnet18.pth"
+    torch.save(rgb.state_dict(), path)
+    classifier = build_classifier("resnet", str(path))
+    assert classifier.init == "pretrained:resnet18.pth"
+    # the first conv is the RGB kernel summed over its channels; the body is copied as is
+    torch.testing.assert_close(classifier.model.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(classifier.model.layer4[1].conv2.weight, rgb.layer4[1].conv2.weight)
+
+
+def test_missing_weights_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        build_classifier("mobilenet", str(tmp_path / "absent.pth"))
+    with pytest.raises(ValueError, match="unknown classifier"):
+        build_classifier("alexnet")

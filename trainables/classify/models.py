@@ -1,0 +1,110 @@
+"""Classifier registry: `build_classifier(name, ...)` -> an nn.Module mapping [B, 1, S, S] to 2 logits.
+
+Every classifier takes grey input in [0, 1] on one channel and returns (B, 2) logits in train
+and eval mode alike, so one training recipe (`trainables.classify.loop`) drives all four.
+Nothing is downloaded: pretrained weights are used only from a local file, and which start
+was used is returned with the model, to be recorded next to its figures.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+NUM_CLASSES = 2
+CLASSIFIER_REGISTRY: dict[str, Callable[[str], nn.Module]] = {}
+
+
+@dataclass(frozen=True)
+class Classifier:
+    model: nn.Module
+    init: str  # "random", or "pretrained:<file>": recorded beside the classifier's figures
+
+
+def register_classifier(name: str):
+    def add(fn: Callable[[str], nn.Module]) -> Callable[[str], nn.Module]:
+        if name in CLASSIFIER_REGISTRY:
+            raise ValueError(f"classifier {name!r} registered twice")
+        CLASSIFIER_REGISTRY[name] = fn
+        return fn
+    return add
+
+
+def build_classifier(name: str, weights: str = "") -> Classifier:
+    """The classifier `name`, from random initialisation or from the local `weights` file."""
+    if name not in CLASSIFIER_REGISTRY:
+        raise ValueError(f"unknown classifier {name!r}; choose from {sorted(CLASSIFIER_REGISTRY)}")
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"pretrained weights for {name} not found at {weights}; give a local file "
+                                f"(nothing is downloaded) or leave the path empty to start from random weights")
+    model = CLASSIFIER_REGISTRY[name](weights)
+    return Classifier(model, f"pretrained:{Path(weights).name}" if weights else "random")
+
+
+@register_classifier("vgg16")
+def vgg16(weights: str) -> nn.Module:
+    return _timm("vgg16", weights)
+
+
+@register_classifier("resnet")
+def resnet(weights: str) -> nn.Module:
+    return _timm("resnet18", weights)
+
+
+@register_classifier("mobilenet")
+def mobilenet(weights: str) -> nn.Module:
+    return _timm("mobilenetv3_small_100", weights)
+
+
+def _timm(model_name: str, weights: str) -> nn.Module:
+    import timm
+
+    # in_chans=1: timm sums a pretrained first conv over RGB, so local RGB weights still fit.
+    overlay = {"pretrained_cfg_overlay": {"file": weights}} if weights else {}
+    return timm.create_model(model_name, pretrained=bool(weights), in_chans=1, num_classes=NUM_CLASSES, **overlay)
+
+
+@register_classifier("yolov8")
+def yolov8(weights: str) -> nn.Module:
+    """YOLOv8n-cls built from ultralytics' yaml (1.4 M parameters), driven by our own loop."""
+    _quiet_ultralytics()
+    from ultralytics.nn.tasks import ClassificationModel
+
+    model = ClassificationModel("yolov8n-cls.yaml", ch=1, nc=NUM_CLASSES, verbose=False)
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=False)
+        state = state["model"].float().state_dict() if isinstance(state, dict) and "model" in state else state
+        # the classification head has another class count; keep only what fits
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    return _Logits(model)
+
+
+class _Logits(nn.Module):
+    """ultralytics' classifier returns (softmax, logits) in eval mode: always give the logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[1] if isinstance(out, tuple) else out
+
+
+def _quiet_ultralytics() -> None:
+    """Keep ultralytics offline and out of our tracking.
+
+    On first import it writes a settings file that turns on its own MLflow and Ray Tune
+    callbacks: point it at a private folder (per process) and switch both off.
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-"))
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({"mlflow": False, "raytune": False, "tensorboard": False, "wandb": False, "sync": False})
