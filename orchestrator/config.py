@@ -85,10 +85,43 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class SynthConfig:
+    """Stage 2: synthetic sets from the best checkpoints, and the memorisation audit."""
+    per_arch: int = 1  # best stage-1 checkpoints per architecture to sample from
+    size_factor: float = 1.0  # synthetic images per real training image (at least the largest ratio)
+    malignant_fraction: float = 0.5  # 0.5: class-balanced; another value corrects an imbalance
+    # Correlation (Pearson r over pixels) above which a synthetic image counts as a near-copy of a
+    # training image. None: the closest pair of real training slices from different patients.
+    audit_threshold: float | None = None
+    exclude_flagged: bool = True  # flagged images are left out of the set the classifiers see
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Stage 3: a Tune grid of classifier x arm x seed; one recipe for every arm."""
+    classifiers: list[str] = field(default_factory=lambda: ["yolov8", "vgg16", "resnet", "mobilenet"])
+    ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # synthetic : real
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    classic: bool = True  # the real + flips / small rotations arm
+    tstr_classifier: str = "mobilenet"  # trained on synthetic only, scored on real validation: the utility proxy
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1.0e-3
+    weight_decay: float = 1.0e-4
+    patience: int = 8  # epochs without a better validation AUC before stopping
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 0.25 (four trials per GPU) if the cluster has GPUs, else 0
+    weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,6 +151,7 @@ def load_config(
         merged = _deep_merge(merged, layer)
     config = _build(Config, merged)
     _check_search_space(config.search.space)
+    _check_stage_settings(config)
     return config
 
 
@@ -126,6 +160,7 @@ def config_from_dict(values: dict, source: str) -> Config:
     _check_layer(Config, values, source, prefix="")
     config = _build(Config, values)
     _check_search_space(config.search.space)
+    _check_stage_settings(config)
     return config
 
 
@@ -201,6 +236,11 @@ def _coerce(value: Any, expected: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
             raise TypeError(f"must be a list of {len(item_types)} numbers, got {value!r}")
         return tuple(_coerce(v, t) for v, t in zip(value, item_types))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"must be a list, got {value!r}")
+        (item_type,) = typing.get_args(expected)
+        return [_coerce(v, item_type) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError(f"must be a mapping, got {value!r}")
@@ -246,6 +286,16 @@ def _deep_merge(base: dict, layer: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def _check_stage_settings(config: Config) -> None:
+    ratios, factor = config.classify.ratios, config.synth.size_factor
+    if ratios and max(ratios) > factor:
+        raise ConfigError(f"classify.ratios go up to {max(ratios)} synthetic per real image, but synth.size_factor "
+                          f"is {factor}: raise synth.size_factor to at least {max(ratios)}")
+    if not 0 < config.synth.malignant_fraction < 1:
+        raise ConfigError(f"synth.malignant_fraction must lie strictly between 0 and 1, "
+                          f"got {config.synth.malignant_fraction}")
 
 
 def _check_search_space(space: dict[str, dict]) -> None:

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.train import Checkpoint
 
-SWEEP_TAG, TRIAL_TAG = "medgan.sweep", "medgan.trial_id"
+SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -65,19 +65,39 @@ class SweepTracker:
     def end_sweep(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status)
 
-    def trial_callback(self, metric: str, mode: str) -> TrialLogger:
-        return TrialLogger(self, metric, mode)
+    def trial_callback(self, metric: str, mode: str) -> GanTrialLogger:
+        return GanTrialLogger(self, metric, mode)
+
+    def classifier_callback(self) -> ClassifierTrialLogger:
+        return ClassifierTrialLogger(self)
+
+    def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, folder: Path) -> str:
+        """A nested run for one stage output (a synthetic set): params, figures, the folder as artifacts."""
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage})
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()],
+                              metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()])
+        self.client.log_artifacts(run.info.run_id, str(folder), name)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
 
 
-class TrialLogger(tune.Callback):
-    """Tune callback on the driver: one child run per trial, metrics per report, grids, best checkpoint."""
+class ChildRunLogger(tune.Callback):
+    """Tune callback on the driver: one child run per trial, under the sweep's parent run.
 
-    def __init__(self, tracker: SweepTracker, metric: str, mode: str):
+    A resumed sweep finds each trial's run again by its tags instead of opening a second one.
+    """
+    stage = ""
+
+    def __init__(self, tracker: SweepTracker):
         self.tracker, self.client = tracker, tracker.client
-        self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
         self.run_ids: dict[str, str] = {}
-        self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
-        self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
+
+    def run_name(self, trial) -> str:
+        return f"trial-{trial.trial_id}"
+
+    def params(self, trial) -> dict:
+        return {k: v for k, v in trial.config.items() if not k.startswith("_")}
 
     def child_run(self, trial) -> str:
         if trial.trial_id in self.run_ids:
@@ -87,24 +107,45 @@ class TrialLogger(tune.Callback):
         if found:
             run_id = found[0].info.run_id
         else:
-            run_id = self.client.create_run(self.tracker.experiment_id, run_name=f"trial-{trial.trial_id}",
-                                            tags={PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id}
-                                            ).info.run_id
-            params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
-            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+            tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, STAGE_TAG: self.stage}
+            run_id = self.client.create_run(self.tracker.experiment_id, run_name=self.run_name(trial),
+                                            tags=tags).info.run_id
+            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in _flatten(self.params(trial)).items()])
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.client.update_run(self.child_run(trial), status="RUNNING")
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id, step = self.child_run(trial), int(result.get("epoch", 0))
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.fail(self.child_run(trial), error_text(trial))
+
+    def fail(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, "failure_reason", reason[-4000:])
+        self.client.set_terminated(run_id, "FAILED")
+
+    def log_metrics(self, run_id: str, result: dict, keys: set[str], step: int) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k in REPORTED_METRICS]
+                   if k in keys and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        self.client.log_batch(run_id, metrics=metrics)
+
+
+class GanTrialLogger(ChildRunLogger):
+    """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
+    stage = "gan"
+
+    def __init__(self, tracker: SweepTracker, metric: str, mode: str):
+        super().__init__(tracker)
+        self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
+        self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
+        self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id, step = self.child_run(trial), int(result.get("epoch", 0))
+        self.log_metrics(run_id, result, GAN_METRICS, step)
         tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256") if result.get(k)]
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.client.log_batch(run_id, tags=tags)
         if result.get("diverged"):
             self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
         checkpoint = result.get("checkpoint_path")
@@ -137,17 +178,43 @@ class TrialLogger(tune.Callback):
         else:
             self.client.set_terminated(run_id, "FINISHED")
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.fail(self.child_run(trial), error_text(trial))
 
-    def fail(self, run_id: str, reason: str) -> None:
-        self.client.set_tag(run_id, "failure_reason", reason[-4000:])
-        self.client.set_terminated(run_id, "FAILED")
+
+class ClassifierTrialLogger(ChildRunLogger):
+    """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
+    stage = "classify"
+
+    def run_name(self, trial) -> str:
+        cell = trial.config["cell"]
+        return f"{cell['classifier']}-{cell['arm_id']}-seed{trial.config['seed']}"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.child_run(trial)
+        if not result.get("final"):
+            self.log_metrics(run_id, result, {"train_loss", "val_auc"}, int(result.get("epoch", 0)))
+            return
+        self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
+        self.client.set_tag(run_id, "init", str(result["init"]))
+        from orchestrator.report import plot_confusion, plot_roc
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")
+            plot_roc({self.run_name(trial): result["test_roc"]}, folder / "roc.png")
+            (folder / "test_predictions.json").write_text(json.dumps(
+                {"scores": result["test_scores"], "labels": result["test_labels"], "threshold": result["threshold"],
+                 "confusion_matrix": result["test_confusion_matrix"], "roc": result["test_roc"]}))
+            self.client.log_artifacts(run_id, str(folder), "test")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self.child_run(trial), "FINISHED")
 
 
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
-REPORTED_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
-                    "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
+GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
+               "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
+CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
+                            "best_epoch", "threshold", "train_images", "synthetic_images"}
 
 
 def error_text(trial) -> str:

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -406,3 +407,73 @@ def classification_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
 
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
+
+
+# --- Memorisation audit -------------------------------------------------------------------------
+
+def nearest_correlation(queries: torch.Tensor, references: torch.Tensor, query_groups: Sequence | None = None,
+                        reference_groups: Sequence | None = None, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query image, its most similar reference image by normalised correlation.
+
+    Images are [N, S, S] or [N, 1, S, S]; the correlation is Pearson's r over pixels, in [-1, 1]
+    (1: the same image up to brightness and contrast). With groups (patient ids), a query is
+    never matched with a reference of its own group: real-to-real pairs then come from different
+    patients. Returns (r [N], index of the nearest reference [N]).
+    """
+    q, r = _standardise(queries), _standardise(references)
+    grouped = query_groups is not None and reference_groups is not None
+    if grouped:  # group ids (strings) -> integer codes, so masks are tensor comparisons
+        ids = np.unique(np.concatenate([np.asarray(query_groups), np.asarray(reference_groups)]))
+        qg = torch.from_numpy(np.searchsorted(ids, np.asarray(query_groups)))
+        rg = torch.from_numpy(np.searchsorted(ids, np.asarray(reference_groups)))
+    best, where = [], []
+    for start in range(0, len(q), chunk):
+        sims = q[start:start + chunk] @ r.T
+        if grouped:
+            sims = sims.masked_fill(qg[start:start + chunk, None] == rg[None, :], -math.inf)
+        value, index = sims.max(1)
+        best.append(value)
+        where.append(index)
+    return torch.cat(best), torch.cat(where)
+
+
+def _standardise(images: torch.Tensor) -> torch.Tensor:
+    flat = torch.as_tensor(images, dtype=torch.float64).flatten(1)
+    flat = flat - flat.mean(1, keepdim=True)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+# --- Paired comparisons of two classifiers on the same test cases ----------------------------------
+
+def delong_test(y_true, scores_a, scores_b) -> dict:
+    """DeLong's test for two correlated ROC-AUCs (same cases, two models): both AUCs and the p-value.
+
+    The fast form (Sun & Xu 2014): each AUC's structural components over positives and
+    negatives give the 2 x 2 covariance of the AUC pair; z = (a - b) / sd(a - b), two-sided.
+    """
+    y = np.asarray(y_true).astype(bool)
+    scores = np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)])
+    pos, neg = scores[:, y], scores[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    if m < 2 or n < 2:
+        return {"auc_a": math.nan, "auc_b": math.nan, "p": math.nan}
+    # psi(x, y) = 1 if x > y, 1/2 if equal: V10 per positive, V01 per negative
+    psi = (pos[:, :, None] > neg[:, None, :]) + 0.5 * (pos[:, :, None] == neg[:, None, :])
+    v10, v01 = psi.mean(2), psi.mean(1)
+    auc = v10.mean(1)
+    cov = np.cov(v10) / m + np.cov(v01) / n
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    if var <= 1e-15:
+        p = 1.0 if np.isclose(auc[0], auc[1]) else 0.0
+    else:
+        p = float(2 * scipy.stats.norm.sf(abs(auc[0] - auc[1]) / math.sqrt(var)))
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "p": p}
+
+
+def mcnemar_exact(y_true, predicted_a, predicted_b) -> dict:
+    """McNemar's exact test on the cases the two classifiers get differently right."""
+    y = np.asarray(y_true)
+    right_a, right_b = np.asarray(predicted_a) == y, np.asarray(predicted_b) == y
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = 1.0 if only_a + only_b == 0 else float(scipy.stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return {"only_a_right": only_a, "only_b_right": only_b, "p": p}

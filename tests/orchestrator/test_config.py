@@ -78,3 +78,9 @@ def test_a_recorded_config_reads_back_equal(modality, preset):
     assert config_from_dict(json.loads(json.dumps(cfg.to_dict())), "sweep.json") == cfg
     with pytest.raises(ConfigError, match="sweep.json"):
         config_from_dict({**cfg.to_dict(), "gan": {"nope": 1}}, "sweep.json")
+
+
+def test_ratios_beyond_the_synthetic_set_size_are_refused_up_front():
+    with pytest.raises(ConfigError, match="synth.size_factor"):
+        load_config("pet", "smoke", overrides=["classify.ratios=[0.5, 2.0]"])
+    assert load_config("pet", "smoke", overrides=["classify.ratios=[2.0]", "synth.size_factor=2"]).classify.ratios == [2.0]

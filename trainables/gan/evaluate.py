@@ -47,15 +47,8 @@ class GanEvaluator:
         """The first n rows of the trial's fixed noise (a generator of its own: training RNG untouched)."""
         return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(self.seed + 7919))
 
-    @torch.no_grad()
     def generate(self, generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] on the CPU, from `generator` in eval mode (BN running statistics)."""
-        was_training = generator.training
-        generator.eval()
-        images = [generator(z.to(self.device), y.to(self.device)).float().cpu()
-                  for z, y in zip(noise.split(GENERATE_BATCH), labels.split(GENERATE_BATCH))]
-        generator.train(was_training)
-        return ((torch.cat(images) + 1) / 2).clamp(0, 1)
+        return generate_images(generator, noise, labels, self.device)
 
     def evaluate(self, generator: nn.Module) -> dict:
         fake = self.generate(generator, self.noise, self.labels)
@@ -78,3 +71,15 @@ class GanEvaluator:
         noise = self.fixed_noise(GRID_PER_LABEL).repeat(self.num_classes, 1)
         labels = torch.arange(self.num_classes).repeat_interleave(GRID_PER_LABEL)
         save_image(self.generate(generator, noise, labels), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)
+
+
+@torch.no_grad()
+def generate_images(generator: nn.Module, noise: torch.Tensor, labels: torch.Tensor,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """Images [N, 1, S, S] in [0, 1] on the CPU, from `generator` in eval mode (BN running statistics)."""
+    was_training = generator.training
+    generator.eval()
+    images = [generator(z.to(device), y.to(device)).float().cpu()
+              for z, y in zip(noise.split(GENERATE_BATCH), labels.split(GENERATE_BATCH))]
+    generator.train(was_training)
+    return ((torch.cat(images) + 1) / 2).clamp(0, 1)

@@ -1,0 +1,80 @@
+"""Stage 3: what the synthetic sets are worth to classifiers, scored on real test patients only.
+
+A Tune grid (Tune's basic variant generator, not a search) over classifier x arm x seed.
+Arms: `real`; `classic` (real + flips / small rotations); `synthetic:<set>:<ratio>` for each
+synthetic set and mixing ratio; and `tstr:<set>`, the train-synthetic-test-real proxy, for
+one small classifier. Each trial runs `trainables.classify.loop.fit_classifier`, with the same
+recipe for every arm, in its own process with resources from config (fractional GPUs
+allowed, so small trials share one).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import ray
+from ray import tune
+
+from orchestrator.config import Config
+from trainables.classify.loop import fit_classifier
+
+EXPERIMENT = "classify"
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+
+
+def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
+    """Every (classifier, arm) pair of the grid; the TSTR proxy arm only for `tstr_classifier`."""
+    c = cfg.classify
+    arm_ids = ["real"] + (["classic"] if c.classic else [])
+    arm_ids += [f"synthetic:{name}:{ratio:g}" for name in set_names for ratio in c.ratios]
+    cells = [{"classifier": name, "arm_id": arm_id} for name in c.classifiers for arm_id in arm_ids]
+    return cells + [{"classifier": c.tstr_classifier, "arm_id": f"tstr:{name}"} for name in set_names]
+
+
+def parse_arm(arm_id: str) -> dict:
+    """`synthetic:cgan-1a2b:0.5` -> {"arm": "synthetic", "set": "cgan-1a2b", "ratio": 0.5}."""
+    kind, *rest = arm_id.split(":")
+    return {"arm": kind, "set": rest[0] if rest else "", "ratio": float(rest[1]) if len(rest) > 1 else 0.0}
+
+
+def classifier_trial(config: dict, data: list, synthetic: dict) -> None:
+    """One Tune trial: one classifier, one arm, one seed. `data` / `synthetic` hold ObjectRefs."""
+    cell = config["cell"]
+    arm = parse_arm(cell["arm_id"])
+    settings = {**config, **cell, **arm, "weights": config["weights"].get(cell["classifier"], "")}
+    synthetic_set = ray.get(synthetic[arm["set"]]) if arm["set"] else None
+    fit_classifier(settings, ray.get(data[0]), synthetic_set, tune.report)
+
+
+def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, callbacks: list,
+                resume: bool) -> tune.Tuner:
+    c = cfg.classify
+    grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
+    param_space = {**{k: getattr(c, k) for k in RECIPE_KEYS}, "weights": dict(c.weights), **grid}
+    gpus = c.gpus_per_trial if c.gpus_per_trial is not None else (
+        0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+    trainable = tune.with_resources(
+        tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs),
+        {"cpu": c.cpus_per_trial, "gpu": gpus})
+    if resume and tune.Tuner.can_restore(f"{sweep_path}/{EXPERIMENT}"):
+        return tune.Tuner.restore(f"{sweep_path}/{EXPERIMENT}", trainable=trainable, param_space=param_space,
+                                  resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(trainable, param_space=param_space,
+                      run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks))
+
+
+def results_table(results: tune.ResultGrid) -> pd.DataFrame:
+    """One row per finished trial: its classifier, arm, seed and final (test) metrics."""
+    rows = []
+    for result in results:
+        final = result.metrics or {}
+        if result.error is not None or not final.get("final"):
+            continue
+        cell = result.config["cell"]
+        rows.append({**cell, "seed": result.config["seed"], **parse_arm(cell["arm_id"]),
+                     **{k: final.get(k) for k in FINAL_KEYS}})
+    return pd.DataFrame(rows)
+
+
+FINAL_KEYS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "test_confusion_matrix",
+              "best_val_auc", "best_epoch", "threshold", "init", "train_images", "synthetic_images", "test_roc",
+              "test_scores", "test_labels")
+

@@ -1,0 +1,143 @@
+"""Stage 2: synthetic sets from the best stage-1 checkpoints, and the memorisation audit.
+
+For each selected checkpoint (the best `synth.per_arch` per architecture, ranked on
+validation), a Ray task samples `synth.size_factor` x as many images as the real training
+split, with the requested class ratio, and finds each image's most similar real training
+slice (normalised correlation). An image closer than `synth.audit_threshold` (by default: the
+closest pair of real training slices from different patients) is flagged and, by default,
+left out. Each set is written as
+
+    <out>/synthetic/<arch>-<trial id>/
+        images.npy, labels.npy   the kept images (float32 [N, S, S] in [0, 1]) and labels
+        manifest.json            generator trial and checkpoint, seed, label and audit score per image
+        audit.json               the score distributions, threshold, counts
+        closest_pairs.png        the most similar synthetic / training pairs, side by side
+        real_vs_synthetic.png    real training slices (top) and synthetic ones (bottom), per label
+
+Synthetic images carry no patient attribute: they come from noise and a label.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from torchvision.utils import save_image
+
+from orchestrator.config import Config
+from trainables.cohort import TRAIN
+from trainables.metrics import nearest_correlation
+
+GRID_PER_LABEL = 8
+CLOSEST_PAIRS = 8
+
+
+@dataclass
+class SyntheticSet:
+    name: str
+    folder: Path
+    images: np.ndarray  # the kept images
+    labels: np.ndarray
+    audit: dict
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"images": self.images, "labels": self.labels}
+
+
+def select_checkpoints(table: pd.DataFrame, per_arch: int) -> pd.DataFrame:
+    """The best `per_arch` ranked checkpoints of each architecture (the table is sorted best first)."""
+    return table.groupby("arch", sort=False).head(per_arch).reset_index(drop=True)
+
+
+def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray], out_dir: Path) -> list[SyntheticSet]:
+    synth = cfg.synth
+    train = data["split"] == TRAIN
+    train_images, train_labels, train_patients = data["images"][train], data["labels"][train], data["patients"][train]
+    real_r, _ = nearest_correlation(torch.from_numpy(np.asarray(train_images, np.float32)),
+                                    torch.from_numpy(np.asarray(train_images, np.float32)),
+                                    train_patients, train_patients)
+    threshold = synth.audit_threshold if synth.audit_threshold is not None else float(real_r.max())
+    total = round(synth.size_factor * int(train.sum()))
+    per_label = {1: round(total * synth.malignant_fraction)}
+    per_label[0] = total - per_label[1]
+
+    selected = select_checkpoints(table, synth.per_arch)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = _sample_and_audit.options(num_gpus=gpus)
+    train_ref = ray.put(np.asarray(train_images, np.float32))
+    futures = [task.remote(row.checkpoint_path, per_label, synth.seed, train_ref) for row in selected.itertuples()]
+    sets = []
+    for row, (images, labels, r, nearest) in zip(selected.itertuples(), ray.get(futures)):
+        name = f"{row.arch}-{row.trial_id}"
+        flagged = r > threshold
+        keep = ~flagged if synth.exclude_flagged else np.ones_like(flagged)
+        audit = audit_summary(r, real_r.numpy(), threshold, synth, flagged, keep)
+        folder = out_dir / "synthetic" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "images.npy", images[keep])
+        np.save(folder / "labels.npy", labels[keep])
+        manifest = {"set": name, "generator_trial_id": row.trial_id, "arch": row.arch,
+                    "checkpoint": row.checkpoint_path, "checkpoint_epoch": int(row.epoch), "seed": synth.seed,
+                    "images": [{"label": int(lab), "nearest_train_r": round(float(s), 5), "flagged": bool(f),
+                                "kept": bool(k)} for lab, s, f, k in zip(labels, r, flagged, keep)]}
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (folder / "audit.json").write_text(json.dumps(audit, indent=1))
+        save_closest_pairs(images, train_images, r, nearest, folder / "closest_pairs.png")
+        save_real_vs_synthetic(train_images, train_labels, images[keep], labels[keep], folder / "real_vs_synthetic.png")
+        sets.append(SyntheticSet(name, folder, images[keep], labels[keep], audit))
+    return sets
+
+
+@ray.remote
+def _sample_and_audit(checkpoint_path: str, per_label: dict[int, int], seed: int, train_images: np.ndarray):
+    """On a worker (a GPU when there is one): sample the generator, then score each image against training."""
+    from ray.train import Checkpoint
+
+    from trainables.gan.sample import load_generator, sample_set
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with Checkpoint(checkpoint_path).as_directory() as folder:
+        generator, gan_cfg = load_generator(Path(folder), device)
+    images, labels = sample_set(generator, gan_cfg["latent_dim"], per_label, seed, device)
+    r, nearest = nearest_correlation(torch.from_numpy(images), torch.from_numpy(train_images))
+    return images, labels, r.numpy(), nearest.numpy()
+
+
+def audit_summary(synthetic_r: np.ndarray, real_r: np.ndarray, threshold: float, synth, flagged: np.ndarray,
+                  keep: np.ndarray) -> dict:
+    def quantiles(values: np.ndarray) -> dict:
+        return {name: float(np.quantile(values, q)) for name, q in
+                (("min", 0), ("p05", 0.05), ("median", 0.5), ("p95", 0.95), ("max", 1))}
+
+    return {"threshold": threshold,
+            "threshold_source": "config" if synth.audit_threshold is not None else "closest real-to-real pair",
+            "synthetic_to_train_r": quantiles(synthetic_r), "real_to_real_r": quantiles(real_r),
+            "synthetic_r": [round(float(v), 5) for v in synthetic_r], "real_r": [round(float(v), 5) for v in real_r],
+            "generated": int(len(synthetic_r)), "flagged": int(flagged.sum()), "kept": int(keep.sum()),
+            "excluded_flagged": synth.exclude_flagged}
+
+
+def save_closest_pairs(images: np.ndarray, train_images: np.ndarray, r: np.ndarray, nearest: np.ndarray,
+                       path: Path) -> None:
+    """Top row: the synthetic images most similar to a training slice; bottom row: that slice."""
+    order = np.argsort(-r)[:CLOSEST_PAIRS]
+    top = torch.from_numpy(images[order]).unsqueeze(1)
+    bottom = torch.from_numpy(np.asarray(train_images[nearest[order]], np.float32)).unsqueeze(1)
+    save_image(torch.cat([top, bottom]), path, nrow=len(order), padding=2, pad_value=1.0)
+
+
+def save_real_vs_synthetic(train_images: np.ndarray, train_labels: np.ndarray, images: np.ndarray,
+                           labels: np.ndarray, path: Path) -> None:
+    """Rows: real benign, real malignant, synthetic benign, synthetic malignant (up to 8 each)."""
+    rows = []
+    for source, source_labels in ((train_images, train_labels), (images, labels)):
+        for label in (0, 1):
+            picked = np.asarray(source[np.flatnonzero(source_labels == label)[:GRID_PER_LABEL]], np.float32)
+            row = np.ones((GRID_PER_LABEL, *source.shape[1:]), np.float32)  # blank cells where there are fewer
+            row[: len(picked)] = picked
+            rows.append(torch.from_numpy(row))
+    save_image(torch.cat(rows).unsqueeze(1), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)
