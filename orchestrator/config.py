@@ -94,6 +94,7 @@ class SynthConfig:
     # training image. None: the closest pair of real training slices from different patients.
     audit_threshold: float | None = None
     exclude_flagged: bool = True  # flagged images are left out of the set the classifiers see
+    export_dicom: bool = False  # also write the kept images as DICOM Secondary Capture (marked synthetic)
     seed: int = 0
 
 

@@ -20,8 +20,7 @@ from orchestrator.data.split import SplitError
 from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
 from orchestrator.tracking import default_tracking_uri
 
-STAGES = ("gan", "synth", "classify")
-BUILT_STAGES = ("gan",)
+STAGES = ("gan", "synth", "classify")  # in this order; each needs the one before
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=["full", "smoke"], default="full",
                         help="full: the paper's scale, for GPUs; smoke: 32 px, minutes on a laptop CPU")
     parser.add_argument("--config", type=Path, help="a YAML config laid over the preset")
-    parser.add_argument("--stages", default="gan", help=f"comma-separated, from {','.join(STAGES)} (default gan)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="the first N stages, comma-separated: gan | gan,synth | gan,synth,classify (default: all)")
     parser.add_argument("--address", help="Ray cluster to join ('auto' for the running one); default: start a local Ray")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<runs>/mlflow.db)")
     parser.add_argument("--storage", default="runs/tune",
@@ -98,13 +98,9 @@ def phantom_folder(cfg: Config) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        print(f"sweep: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}", file=sys.stderr)
-        return 2
-    not_built = [s for s in stages if s not in BUILT_STAGES]
-    if not_built:
-        print(f"sweep: stage(s) {not_built} are not built yet; run --stages gan", file=sys.stderr)
+    if not stages or stages != list(STAGES[:len(stages)]):
+        print(f"sweep: --stages must be the first stages in order (gan | gan,synth | gan,synth,classify), got "
+              f"{args.stages!r}; an interrupted sweep continues with --resume", file=sys.stderr)
         return 2
     storage = absolute(args.storage)
     try:
@@ -124,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan.fingerprint = cohort.fingerprint
     print(format_summary(cohort))
-    return run_sweep(plan, cohort, args, storage, tracking_uri)
+    return run_sweep(plan, cohort, args, storage, tracking_uri, stages)
 
 
 def start_ray(address: str | None) -> None:
@@ -142,10 +138,14 @@ def start_ray(address: str | None) -> None:
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
 
 
-def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, tracking_uri: str) -> int:
+def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, tracking_uri: str,
+              stages: list[str]) -> int:
     import ray
 
+    from orchestrator.report import markdown_table, utility_table, write_report
+    from orchestrator.stages import classify as classify_stage
     from orchestrator.stages import gan as gan_stage
+    from orchestrator.stages import synth as synth_stage
     from orchestrator.tracking import SweepTracker
 
     cfg, sweep_id = plan.config, plan.sweep_id
@@ -155,21 +155,49 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts")
     tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
         "dataset_fingerprint": cohort.fingerprint, "preset": args.preset, "sweep_path": sweep_path,
-        "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed}"})
+        "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
+                                             f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
 
     start_ray(args.address)
     started = time.perf_counter()
+    sets, results = [], None
     try:
-        data_ref = ray.put(cohort.as_arrays())  # once; every trial's workers read this copy
+        arrays = cohort.as_arrays()
+        data_ref = ray.put(arrays)  # once; every trial's workers read this copy
         callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric])
-        tuner = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume)
-        results = tuner.fit()
-        table = gan_stage.ranking_table(results, cfg.search.metric)
-        paths = gan_stage.write_tables(table, out_dir)
-        for path in paths:
+        gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
+        table = gan_stage.ranking_table(gan_results, cfg.search.metric)
+        for path in gan_stage.write_tables(table, out_dir):
             tracker.log_sweep_file(path, "ranking")
-        errors = sum(1 for r in results if r.error is not None)
+        failed = sum(1 for r in gan_results if r.error is not None)
+        print(f"\nstage 1: {len(table)} ranked trial(s), {failed} failed; best per architecture by "
+              f"{cfg.search.metric} (validation):")
+        print(markdown_table(gan_stage.best_per_architecture(table).drop(columns=["checkpoint_path"]))
+              if len(table) else "(no trial produced a usable checkpoint: see the failure reasons on the "
+                                 "trials' MLflow runs)")
+        if len(table) and "synth" in stages:
+            sets = synth_stage.run_synthesis(cfg, table, arrays, out_dir)
+            for s in sets:
+                # the images themselves stay in the set's folder (the manifest says where): they can be large
+                files = sorted(p for p in s.folder.iterdir() if p.suffix in (".json", ".png"))
+                tracker.log_stage_run("synth", f"synth-{s.name}", params={**s.params, "folder": str(s.folder)},
+                                      metrics={k: s.audit[k] for k in ("generated", "flagged", "kept")},
+                                      files=files, artifact_path=s.name)
+            print(f"stage 2: {len(sets)} synthetic set(s): " + ", ".join(
+                f"{s.name} ({s.audit['kept']} kept, {s.audit['flagged']} flagged)" for s in sets))
+        if sets and "classify" in stages:
+            refs = {s.name: ray.put(s.as_arrays()) for s in sets}
+            tuner = classify_stage.build_tuner(cfg, data_ref, refs, sweep_path, [tracker.classifier_callback()],
+                                               resume=args.resume)
+            results = classify_stage.results_table(tuner.fit())
+        report = write_report(out_dir, sweep_id, gan_stage.best_per_architecture(table) if len(table) else None,
+                              sets, results, TEST_NOTE)
+        for path in report:
+            tracker.log_sweep_file(path, "report")
+        for s in sets:  # the grids the report shows, at the same relative paths
+            for grid in sorted(s.folder.glob("*.png")):
+                tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")
         tracker.end_sweep("FINISHED")
     except BaseException:
         tracker.end_sweep("KILLED")
@@ -177,15 +205,20 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     finally:
         ray.shutdown()
 
-    print(f"\nsweep {sweep_id}, stage 1: {len(table)} ranked trial(s), {errors} failed, in "
-          f"{time.perf_counter() - started:.0f} s; best per architecture by {cfg.search.metric} (validation):")
-    print(paths[2].read_text() if len(table) else "(no trial produced a usable checkpoint: see the failure "
-                                                  "reasons on the trials' MLflow runs)")
-    print(f"tables:     {out_dir}")
+    if results is not None and len(results):
+        print("stage 3 (real test split; mean ± 95 % CI over seeds; Δ against real only):")
+        print(markdown_table(utility_table(results)[["classifier", "arm", "accuracy", "roc_auc", "Δ accuracy",
+                                                      "Δ AUC"]].fillna("")))
+    print(f"sweep {sweep_id} done in {time.perf_counter() - started:.0f} s")
+    print(f"report:     {out_dir / 'report.md'} (and report.html)")
     hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
     print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
     return 0 if len(table) else 1
+
+
+TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "
+             "thresholds were fixed on validation. Synthetic images enter training only.")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.train import Checkpoint
 
+from orchestrator.report import plot_confusion, plot_roc
+
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -71,13 +73,15 @@ class SweepTracker:
     def classifier_callback(self) -> ClassifierTrialLogger:
         return ClassifierTrialLogger(self)
 
-    def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, folder: Path) -> str:
-        """A nested run for one stage output (a synthetic set): params, figures, the folder as artifacts."""
+    def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
+                      artifact_path: str) -> str:
+        """A nested run for one stage output (a synthetic set): its params, figures and files."""
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage})
         self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()],
                               metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()])
-        self.client.log_artifacts(run.info.run_id, str(folder), name)
+        for path in files:
+            self.client.log_artifact(run.info.run_id, str(path), artifact_path)
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
@@ -195,8 +199,6 @@ class ClassifierTrialLogger(ChildRunLogger):
             return
         self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
         self.client.set_tag(run_id, "init", str(result["init"]))
-        from orchestrator.report import plot_confusion, plot_roc
-
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")

@@ -438,7 +438,7 @@ def nearest_correlation(queries: torch.Tensor, references: torch.Tensor, query_g
 
 
 def _standardise(images: torch.Tensor) -> torch.Tensor:
-    flat = torch.as_tensor(images, dtype=torch.float64).flatten(1)
+    flat = torch.as_tensor(images, dtype=torch.float32).flatten(1)  # float32: 256 px sets stay in memory
     flat = flat - flat.mean(1, keepdim=True)
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
 

@@ -22,6 +22,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.config import Config
+from orchestrator.report import markdown_table
 from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
 from trainables.gan.loop import train_gan_worker
 
@@ -121,17 +122,6 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "gan_ranking.csv", out_dir / "gan_ranking.md", out_dir / "gan_best_per_arch.md"]
     table.to_csv(paths[0], index=False)
-    paths[1].write_text(_markdown(table))
-    paths[2].write_text(_markdown(best_per_architecture(table)))
+    paths[1].write_text(markdown_table(table.drop(columns=["checkpoint_path"])))
+    paths[2].write_text(markdown_table(best_per_architecture(table).drop(columns=["checkpoint_path"])))
     return paths
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    shown = table.drop(columns=["checkpoint_path"])
-    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
-    lines = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return header + "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

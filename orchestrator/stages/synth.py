@@ -13,6 +13,7 @@ left out. Each set is written as
         audit.json               the score distributions, threshold, counts
         closest_pairs.png        the most similar synthetic / training pairs, side by side
         real_vs_synthetic.png    real training slices (top) and synthetic ones (bottom), per label
+        dicom/                   with synth.export_dicom: the kept images as Secondary Capture files
 
 Synthetic images carry no patient attribute: they come from noise and a label.
 """
@@ -29,6 +30,7 @@ import torch
 from torchvision.utils import save_image
 
 from orchestrator.config import Config
+from orchestrator.data.synthetic_dicom import write_secondary_captures
 from trainables.cohort import TRAIN
 from trainables.metrics import nearest_correlation
 
@@ -43,6 +45,7 @@ class SyntheticSet:
     images: np.ndarray  # the kept images
     labels: np.ndarray
     audit: dict
+    params: dict  # where it came from: generator trial, checkpoint, seed
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"images": self.images, "labels": self.labels}
@@ -80,15 +83,17 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "images.npy", images[keep])
         np.save(folder / "labels.npy", labels[keep])
-        manifest = {"set": name, "generator_trial_id": row.trial_id, "arch": row.arch,
-                    "checkpoint": row.checkpoint_path, "checkpoint_epoch": int(row.epoch), "seed": synth.seed,
-                    "images": [{"label": int(lab), "nearest_train_r": round(float(s), 5), "flagged": bool(f),
+        params = {"set": name, "generator_trial_id": row.trial_id, "arch": row.arch,
+                  "checkpoint": row.checkpoint_path, "checkpoint_epoch": int(row.epoch), "seed": synth.seed}
+        manifest = {**params, "images": [{"label": int(lab), "nearest_train_r": round(float(s), 5), "flagged": bool(f),
                                 "kept": bool(k)} for lab, s, f, k in zip(labels, r, flagged, keep)]}
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (folder / "audit.json").write_text(json.dumps(audit, indent=1))
+        if synth.export_dicom:
+            write_secondary_captures(images[keep], labels[keep], name, folder / "dicom")
         save_closest_pairs(images, train_images, r, nearest, folder / "closest_pairs.png")
         save_real_vs_synthetic(train_images, train_labels, images[keep], labels[keep], folder / "real_vs_synthetic.png")
-        sets.append(SyntheticSet(name, folder, images[keep], labels[keep], audit))
+        sets.append(SyntheticSet(name, folder, images[keep], labels[keep], audit, params))
     return sets
 
 

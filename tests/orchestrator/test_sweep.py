@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -47,22 +48,23 @@ def mlflow_server(tmp_path_factory):
     server.wait(timeout=60)
 
 
-def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS) -> list[str]:
+def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: str = "gan") -> list[str]:
     # grace_epochs = epochs: ASHA stops no trial early, so every trial's history is complete
-    return ["pet", "--preset", "smoke", "--tracking-uri", url, "--runs-dir", str(tmp / "runs"),
+    return ["pet", "--preset", "smoke", "--stages", stages, "--tracking-uri", url, "--runs-dir", str(tmp / "runs"),
             "--storage", str(tmp / "tune"), "--set", f"data.cache_dir={tmp / 'cache'}",
             "--set", f"search.num_samples={trials}", "--set", f"gan.epochs={epochs}",
             "--set", f"search.grace_epochs={epochs}"]
 
 
-def sweep_runs(url: str, tmp: Path):
-    """The parent and child runs of the sweeps stored under `tmp` (tests share one server)."""
+def sweep_runs(url: str, tmp: Path, stage: str = "gan"):
+    """The parent and the `stage` child runs of the sweeps stored under `tmp` (tests share one server)."""
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("medgan-sweep-pet")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     parents = [r for r in runs if r.data.tags.get("sweep_path", "").startswith(str(tmp))]
     ids = {p.info.run_id for p in parents}
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids
+                and r.data.tags.get("medgan.stage") == stage]
     return client, parents, children
 
 
@@ -201,3 +203,47 @@ def test_a_failed_trial_is_recorded_with_its_reason(mlflow_server, tmp_path, set
     assert parent.info.status == "FINISHED"
     assert child.info.status == "FAILED"
     assert reason in child.data.tags["failure_reason"]
+
+
+@pytest.mark.slow
+def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_server, tmp_path, capsys):
+    assert sweep_main(sweep_args(tmp_path, mlflow_server, trials=2, epochs=1, stages="gan,synth,classify")) == 0
+    out = capsys.readouterr().out
+    assert "stage 3 (real test split" in out
+
+    client, (parent,), synth_runs = sweep_runs(mlflow_server, tmp_path, stage="synth")
+    sweep_id = parent.data.tags["medgan.sweep"]
+    out_dir = tmp_path / "runs" / sweep_id
+    report = (out_dir / "report.md").read_text()
+    assert (out_dir / "report.html").exists()
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md",
+                                                                                      "report/report.html"}
+    # stage 2: a set per selected checkpoint, with its manifest and audit, none of it naming a patient
+    assert synth_runs
+    for run in synth_runs:
+        name = run.data.params["set"]
+        manifest = json.loads((out_dir / "synthetic" / name / "manifest.json").read_text())
+        assert sum(image["kept"] for image in manifest["images"]) == run.data.metrics["kept"]
+        assert {a.path for a in client.list_artifacts(run.info.run_id, name)} >= {
+            f"{name}/manifest.json", f"{name}/audit.json", f"{name}/closest_pairs.png"}
+
+    # stage 3: one run per classifier x arm x seed; the report shows the numbers MLflow holds
+    _, _, classify_runs = sweep_runs(mlflow_server, tmp_path, stage="classify")
+    arms_per_classifier = 2 + len(synth_runs)  # real, classic, one synthetic ratio per set
+    assert len(classify_runs) == 2 * arms_per_classifier + len(synth_runs)  # + the TSTR proxy per set
+    n_test = None
+    for run in classify_runs:
+        assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
+        assert {"test/confusion_matrix.png", "test/roc.png", "test/test_predictions.json"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id, "test")}
+        classifier, arm = run.data.params["cell.classifier"], run.data.params["cell.arm_id"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| {classifier} | {arm} |"))
+        assert f"{run.data.metrics['test_accuracy']:.3f}" in row and f"{run.data.metrics['test_roc_auc']:.3f}" in row
+        predictions = json.loads(Path(client.download_artifacts(run.info.run_id, "test/test_predictions.json",
+                                                               str(tmp_path / run.info.run_id))).read_text())
+        n_test = n_test or len(predictions["labels"])
+        assert len(predictions["labels"]) == n_test  # every arm is scored on the same real test slices
+        if arm.startswith("synthetic"):
+            assert run.data.metrics["synthetic_images"] > 0
+        elif not arm.startswith("tstr"):
+            assert run.data.metrics["synthetic_images"] == 0

@@ -4,7 +4,7 @@ Arms (`cfg["arm"]`):
     real          the real training split
     classic       the real training split with flips and small rotations
     synthetic     the real training split plus `ratio` x as many synthetic images (class-balanced)
-    tstr          synthetic images only: train-synthetic-test-real, a cheap utility proxy
+    tstr          the whole synthetic set only: train-synthetic-test-real, a cheap utility proxy
 
 The recipe: AdamW, cosine schedule over `epochs`, early stopping on validation ROC-AUC
 (`patience` epochs), the best epoch's weights kept. The decision threshold is fixed on the
@@ -100,10 +100,11 @@ def training_set(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mappin
         return x_real, y_real, torch.zeros(len(x_real), dtype=torch.long)
     if synthetic is None:
         raise ValueError(f"arm {cfg['arm']!r} needs a synthetic set")
-    count = len(x_real) if cfg["arm"] == "tstr" else round(cfg["ratio"] * len(x_real))
-    x_syn, y_syn = balanced_take(synthetic, count)
-    if cfg["arm"] == "tstr":
+    if cfg["arm"] == "tstr":  # the whole set, as generated (its class ratio included)
+        x_syn = torch.from_numpy(np.asarray(synthetic["images"], np.float32)).unsqueeze(1)
+        y_syn = torch.from_numpy(np.asarray(synthetic["labels"], np.int64))
         return x_syn, y_syn, torch.ones(len(x_syn), dtype=torch.long)
+    x_syn, y_syn = balanced_take(synthetic, round(cfg["ratio"] * len(x_real)))
     source = torch.cat([torch.zeros(len(x_real), dtype=torch.long), torch.ones(len(x_syn), dtype=torch.long)])
     return torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn]), source
 

@@ -58,6 +58,7 @@ def test_synthetic_images_enter_training_only_at_the_asked_ratio(smoke_arrays, s
 def test_train_synthetic_test_real_uses_no_real_training_image(smoke_arrays, synthetic):
     x, _, source = training_set(recipe(arm="tstr"), smoke_arrays, synthetic)
     assert bool(source.all()) and bool((x == np.float32(0.123)).all())
+    assert len(x) == len(synthetic["labels"])  # the whole set, whatever the real split's size
 
 
 def test_a_set_too_small_for_the_ratio_is_an_error(synthetic):
