@@ -1,8 +1,8 @@
 """`python -m orchestrator.sweep pet`: the whole sweep, one command.
 
 Builds the Config, ingests the data (the phantom cohort when no --data is given), starts or
-joins Ray, opens the sweep's parent MLflow run, runs the requested stages in order and ends
-with where the results are. Stage 1 (gan) is built; synth and classify come next.
+joins Ray, opens the sweep's parent MLflow run, runs the stages in order (gan search,
+synthesis + audit, classifier grid), writes the report and ends with where the results are.
 """
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.sweep",
         description="GAN augmentation sweep: stage 1 searches WGAN-GP GANs with Ray Tune + Optuna (each trial a "
-                    "Ray Train run), ranks checkpoints by validation SSIM or FID, and records everything in MLflow.")
-    parser.add_argument("modality", choices=["pet", "ct"])
+                    "Ray Train run) and ranks checkpoints by validation SSIM or FID; stage 2 samples synthetic sets "
+                    "from the best and audits them for memorisation; stage 3 trains classifiers on real, classic-"
+                    "augmented and real + synthetic data and scores them on real test patients. Everything is "
+                    "recorded in MLflow and summed up in a report.")
+    parser.add_argument("modality", choices=["pet", "ct"], help="which slices to use: PET or CT")
     parser.add_argument("--data", type=Path, help="DICOM folder (default: the built-in phantom cohort, made once)")
     parser.add_argument("--labels", type=Path, help="label CSV (default DATA/labels.csv or benign/ malignant/ folders)")
     parser.add_argument("--preset", choices=["full", "smoke"], default="full",
