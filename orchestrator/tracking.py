@@ -23,6 +23,8 @@ from ray.train import Checkpoint
 from orchestrator.report import plot_confusion, plot_roc
 
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
+REPRODUCES_TAG = "medgan.reproduces"
+TRIAL_CONFIG = "trial_config.json"
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -115,6 +117,8 @@ class ChildRunLogger(tune.Callback):
             run_id = self.client.create_run(self.tracker.experiment_id, run_name=self.run_name(trial),
                                             tags=tags).info.run_id
             self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in _flatten(self.params(trial)).items()])
+            # the exact, typed config: what `python -m orchestrator.reproduce` runs again
+            self.client.log_dict(run_id, self.params(trial), TRIAL_CONFIG)
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -148,7 +152,8 @@ class GanTrialLogger(ChildRunLogger):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, step = self.child_run(trial), int(result.get("epoch", 0))
         self.log_metrics(run_id, result, GAN_METRICS, step)
-        tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256") if result.get(k)]
+        tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256", "torch_threads")
+                if result.get(k)]
         self.client.log_batch(run_id, tags=tags)
         if result.get("diverged"):
             self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
@@ -199,6 +204,7 @@ class ClassifierTrialLogger(ChildRunLogger):
             return
         self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
         self.client.set_tag(run_id, "init", str(result["init"]))
+        self.client.set_tag(run_id, "torch_threads", str(result["torch_threads"]))
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.data.phantom import make_patients
+from orchestrator.reproduce import main as reproduce_main
 from orchestrator.sweep import main as sweep_main
 
 EPOCHS = 1
@@ -247,3 +248,13 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
             assert run.data.metrics["synthetic_images"] > 0
         elif not arm.startswith("tstr"):
             assert run.data.metrics["synthetic_images"] == 0
+
+    # any trial reproduces locally from its record, to the last digit (CPU, same data, code, seed, threads)
+    _, _, gan_runs = sweep_runs(mlflow_server, tmp_path, stage="gan")
+    synthetic_arm = next(r for r in classify_runs if r.data.params["cell.arm_id"].startswith("synthetic"))
+    for original in (gan_runs[0], synthetic_arm):
+        assert reproduce_main([original.info.run_id, "--tracking-uri", mlflow_server]) == 0
+        (copy,) = client.search_runs([original.info.experiment_id],
+                                     f"tags.`medgan.reproduces` = '{original.info.run_id}'")
+        assert copy.data.metrics and all(original.data.metrics[k] == v for k, v in copy.data.metrics.items()), (
+            {k: (original.data.metrics[k], v) for k, v in copy.data.metrics.items()})

@@ -83,7 +83,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     fpr, tpr, _ = binary_roc(test_scores, y_test)
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
-        "init": classifier.init, "train_images": len(x_train), "synthetic_images": int((source > 0).sum()),
+        "init": classifier.init, "torch_threads": torch.get_num_threads(), "train_images": len(x_train), "synthetic_images": int((source > 0).sum()),
         **{f"test_{key}": value for key, value in test.items()},
         "test_roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
         "test_scores": test_scores.tolist(), "test_labels": y_test.tolist(),  # for paired tests across arms

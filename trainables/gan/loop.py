@@ -140,6 +140,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
 
         metrics = {key: value.item() / steps_per_epoch for key, value in sums.items()}
         metrics.update(epoch=epoch + 1, resumed_from=start_epoch,  # > 0: this run went on from a checkpoint
+                       torch_threads=torch.get_num_threads(),  # CPU results depend on it: reproduce uses it
                        epoch_s=time.perf_counter() - started,
                        images_per_s=steps_per_epoch * batch * (cfg["n_critic"] + 1) * world_size
                        / (time.perf_counter() - started))

@@ -72,7 +72,7 @@ def test_resumed_run_continues_exactly_as_an_uninterrupted_one(smoke_arrays, tmp
     assert [m["epoch"] for m, _ in resumed.reports] == [4]
     assert_same_tensors(load_state(resumed.reports[-1][1]), load_state(straight.reports[-1][1]), "state")
     assert resumed.reports[-1][0]["resumed_from"] == 2 and straight.reports[-1][0]["resumed_from"] == 0
-    timing = {"epoch_s", "images_per_s", "resumed_from"}
+    timing = {"epoch_s", "images_per_s", "resumed_from", "torch_threads"}
     assert ({k: v for k, v in resumed.reports[-1][0].items() if k not in timing}
             == {k: v for k, v in straight.reports[-1][0].items() if k not in timing})
 
