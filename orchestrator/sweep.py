@@ -66,7 +66,7 @@ class SweepPlan:
                 "tracking_uri": tracking_uri}
 
 
-def new_plan(args: argparse.Namespace, storage: str) -> SweepPlan:
+def new_plan(args: argparse.Namespace) -> SweepPlan:
     cfg = load_config(args.modality, args.preset, args.config, args.overrides)
     data_dir = args.data.resolve() if args.data else phantom_folder(cfg)
     return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             plan, record = resumed_plan(args, storage)
             tracking_uri = args.tracking_uri or record["tracking_uri"]
         else:
-            plan = new_plan(args, storage)
+            plan = new_plan(args)
             tracking_uri = args.tracking_uri or default_tracking_uri(args.runs_dir.resolve())
         cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels)
     except (ConfigError, IngestError, LabelError, SplitError, FileNotFoundError) as err:
