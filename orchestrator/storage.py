@@ -50,3 +50,14 @@ def read_record(sweep_path: str) -> dict:
             return json.loads(stream.read())
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{sweep_path} has no {SWEEP_RECORD}: not a sweep folder") from err
+
+
+def checkpoint_uri(storage: str, path: str) -> str:
+    """A reported checkpoint as a URI Ray's `Checkpoint` opens anywhere.
+
+    `TuneReportCallback` forwards `Checkpoint.path`, which drops the filesystem's scheme: on
+    S3 it is `bucket/prefix/...`. Put the storage's scheme back.
+    """
+    if "://" in storage and "://" not in path:
+        return f"{storage.split('://', 1)[0]}://{path}"
+    return path

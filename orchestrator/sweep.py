@@ -168,9 +168,9 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     try:
         arrays = cohort.as_arrays()
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
-        callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric])
+        callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric], storage)
         gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
-        table = gan_stage.ranking_table(gan_results, cfg.search.metric)
+        table = gan_stage.ranking_table(gan_results, cfg.search.metric, storage)
         for path in gan_stage.write_tables(table, out_dir):
             tracker.log_sweep_file(path, "ranking")
         failed = sum(1 for r in gan_results if r.error is not None)

@@ -21,6 +21,7 @@ from ray import tune
 from ray.train import Checkpoint
 
 from orchestrator.report import plot_confusion, plot_roc
+from orchestrator.storage import checkpoint_uri
 
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 REPRODUCES_TAG = "medgan.reproduces"
@@ -69,8 +70,8 @@ class SweepTracker:
     def end_sweep(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status)
 
-    def trial_callback(self, metric: str, mode: str) -> GanTrialLogger:
-        return GanTrialLogger(self, metric, mode)
+    def trial_callback(self, metric: str, mode: str, storage: str) -> GanTrialLogger:
+        return GanTrialLogger(self, metric, mode, storage)
 
     def classifier_callback(self) -> ClassifierTrialLogger:
         return ClassifierTrialLogger(self)
@@ -143,9 +144,10 @@ class GanTrialLogger(ChildRunLogger):
     """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
     stage = "gan"
 
-    def __init__(self, tracker: SweepTracker, metric: str, mode: str):
+    def __init__(self, tracker: SweepTracker, metric: str, mode: str, storage: str):
         super().__init__(tracker)
         self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
+        self.storage = storage  # where checkpoints live: a folder or an s3:// URI
         self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
         self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
 
@@ -159,6 +161,7 @@ class GanTrialLogger(ChildRunLogger):
             self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
         checkpoint = result.get("checkpoint_path")
         if checkpoint and not result.get("diverged"):
+            checkpoint = checkpoint_uri(self.storage, checkpoint)
             self.log_sample_grid(run_id, checkpoint, step)
             score = result.get(self.metric)
             if isinstance(score, (int, float)):

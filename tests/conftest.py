@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from dataclasses import replace
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from orchestrator.config import DataConfig, load_config
 from orchestrator.data.ingest import ingest
@@ -13,6 +16,7 @@ from orchestrator.data.phantom import make_patients, write_phantom_cohort
 
 PHANTOM_PATIENTS = 12
 PHANTOM_SEED = 7
+S3_BUCKET = "medgan-test"
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,21 @@ def smoke_arrays(tmp_path_factory) -> dict:
                          slices=cfg.phantom_slices, seed=0)
     data_cfg = replace(cfg, cache_dir=str(root / "cache"))
     return ingest(root / "data", data_cfg, labels_file=root / "data" / "labels.csv").as_arrays()
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """An S3-compatible server on loopback (moto's server mode) with bucket S3_BUCKET; yields a boto3 client."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    # pyarrow (as Ray uses it) and boto3 both read the endpoint and credentials from the environment
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=S3_BUCKET)
+    yield client
+    server.stop()

@@ -24,6 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.config import Config
 from orchestrator.report import markdown_table
 from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
+from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit, as Ray's Tune-over-Train guide asks
@@ -93,8 +94,8 @@ def gpus_per_worker(search) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def ranking_table(results: tune.ResultGrid, metric: str) -> pd.DataFrame:
-    """Every trial's best checkpoint (by `metric`, on validation), best first."""
+def ranking_table(results: tune.ResultGrid, metric: str, storage: str) -> pd.DataFrame:
+    """Every trial's best checkpoint (by `metric`, on validation, as a path or URI under `storage`), best first."""
     ascending = METRIC_MODES[metric] == "min"
     rows = []
     for result in results:
@@ -108,7 +109,8 @@ def ranking_table(results: tune.ResultGrid, metric: str) -> pd.DataFrame:
             continue
         best = history.sort_values(metric, ascending=ascending).iloc[0]
         rows.append({"trial_id": result.metrics.get("trial_id", ""), "arch": result.config["arch"],
-                     **{k: best.get(k) for k in TABLE_COLUMNS if k not in ("trial_id", "arch")}})
+                     **{k: best.get(k) for k in TABLE_COLUMNS if k not in ("trial_id", "arch")},
+                     "checkpoint_path": checkpoint_uri(storage, best["checkpoint_path"])})
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
+from orchestrator.storage import absolute, checkpoint_uri, latest_sweep_id, new_sweep_id, read_record, write_record
 
 
 def test_latest_sweep_is_the_newest_folder_of_that_modality(tmp_path):
@@ -31,3 +31,10 @@ def test_local_storage_becomes_absolute_and_uris_stay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert absolute("runs/tune") == str(tmp_path / "runs" / "tune")
     assert absolute("s3://bucket/prefix") == "s3://bucket/prefix"
+
+
+def test_reported_checkpoints_get_their_storage_scheme_back():
+    assert checkpoint_uri("s3://bucket/tune", "bucket/tune/pet-1/gan-train/x/checkpoint_0") == \
+        "s3://bucket/tune/pet-1/gan-train/x/checkpoint_0"
+    assert checkpoint_uri("/runs/tune", "/runs/tune/pet-1/checkpoint_0") == "/runs/tune/pet-1/checkpoint_0"
+    assert checkpoint_uri("s3://bucket/tune", "s3://bucket/tune/c") == "s3://bucket/tune/c"

@@ -2,32 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from orchestrator.storage import latest_sweep_id, read_record, write_record
 
-BUCKET = "medgan-test"
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    # pyarrow (as Ray uses it) and boto3 both read the endpoint and credentials from the environment
-    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    yield client
-    server.stop()
+BUCKET = "medgan-test"  # the bucket the `s3` fixture (conftest.py) creates
 
 
 def test_sweep_records_are_written_found_and_read_on_s3(s3):

@@ -57,7 +57,7 @@ def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: s
             "--set", f"search.grace_epochs={epochs}"]
 
 
-def sweep_runs(url: str, tmp: Path, stage: str = "gan"):
+def sweep_runs(url: str, tmp: Path | str, stage: str = "gan"):
     """The parent and the `stage` child runs of the sweeps stored under `tmp` (tests share one server)."""
     client = MlflowClient(url)
     experiment = client.get_experiment_by_name("medgan-sweep-pet")
@@ -258,3 +258,27 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
                                      f"tags.`medgan.reproduces` = '{original.info.run_id}'")
         assert copy.data.metrics and all(original.data.metrics[k] == v for k, v in copy.data.metrics.items()), (
             {k: (original.data.metrics[k], v) for k, v in copy.data.metrics.items()})
+
+
+@pytest.mark.slow
+def test_a_sweep_on_s3_storage_keeps_its_state_and_checkpoints_there_and_resumes(mlflow_server, tmp_path, s3):
+    bucket = "medgan-test"  # the `s3` fixture's bucket
+    args = sweep_args(tmp_path, mlflow_server, trials=1, epochs=1)
+    args[args.index("--storage") + 1] = f"s3://{bucket}/tune"
+    # the local Ray started by the sweep inherits the fixture's endpoint and credentials
+    assert sweep_main(args) == 0
+
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
+    client, (parent,), (child,) = sweep_runs(mlflow_server, f"s3://{bucket}/tune")
+    sweep_id = parent.data.tags["medgan.sweep"]
+    assert f"tune/{sweep_id}/sweep.json" in keys
+    assert any(k.startswith(f"tune/{sweep_id}/gan/") for k in keys)  # Tune's experiment state
+    assert any(k.startswith(f"tune/{sweep_id}/gan-train/") and k.endswith("/state.pt") for k in keys)
+    assert child.data.tags["best_checkpoint_path"].startswith(f"s3://{bucket}/tune/{sweep_id}/gan-train/")
+    assert "best_checkpoint/state.pt" in {a.path for a in client.list_artifacts(child.info.run_id, "best_checkpoint")}
+
+    # resumable from S3: the finished sweep restores, runs nothing again and logs nothing twice
+    assert sweep_main([*args, "--resume"]) == 0
+    client, (parent,), (child,) = sweep_runs(mlflow_server, f"s3://{bucket}/tune")
+    assert len(client.get_metric_history(child.info.run_id, "epoch")) == 1
