@@ -14,6 +14,7 @@ import ray
 from ray import tune
 
 from orchestrator.config import Config
+from orchestrator.stages import cluster_has_gpus
 from trainables.classify.loop import fit_classifier
 
 EXPERIMENT = "classify"
@@ -50,7 +51,7 @@ def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, ca
     grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
     param_space = {**{k: getattr(c, k) for k in RECIPE_KEYS}, "weights": dict(c.weights), **grid}
     gpus = c.gpus_per_trial if c.gpus_per_trial is not None else (
-        0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
+        0.25 if cluster_has_gpus() else 0.0)
     trainable = tune.with_resources(
         tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs),
         {"cpu": c.cpus_per_trial, "gpu": gpus})

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -24,6 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.config import Config
 from orchestrator.report import markdown_table
 from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
+from orchestrator.stages import cluster_has_gpus
 from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
 
@@ -91,7 +91,7 @@ def gpus_per_worker(search) -> float:
     """The configured GPUs per Train worker; unset, one GPU when the cluster has any, else CPU."""
     if search.gpus_per_worker is not None:
         return search.gpus_per_worker
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 1.0 if cluster_has_gpus() else 0.0
 
 
 def ranking_table(results: tune.ResultGrid, metric: str, storage: str) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from torchvision.utils import save_image
 
 from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
+from orchestrator.stages import cluster_has_gpus
 from trainables.cohort import TRAIN
 from trainables.metrics import nearest_correlation
 
@@ -69,7 +70,7 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
     per_label[0] = total - per_label[1]
 
     selected = select_checkpoints(table, synth.per_arch)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = 1 if cluster_has_gpus() else 0
     task = _sample_and_audit.options(num_gpus=gpus)
     train_ref = ray.put(np.asarray(train_images, np.float32))
     futures = [task.remote(row.checkpoint_path, per_label, synth.seed, train_ref) for row in selected.itertuples()]
