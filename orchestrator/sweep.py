@@ -7,6 +7,7 @@ synthesis + audit, classifier grid), writes the report and ends with where the r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.data.split import SplitError
+from orchestrator.mlflow_writes import unreachable_reason
 from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
 from orchestrator.tracking import default_tracking_uri
 
@@ -122,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(fingerprint {cohort.fingerprint}, recorded {plan.fingerprint}); start a new sweep", file=sys.stderr)
         return 2
     plan.fingerprint = cohort.fingerprint
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        print(f"sweep failed: the MLflow tracking server {tracking_uri} does not answer ({reason}). Start it "
+              f"(README: cluster section) or pass another --tracking-uri; nothing was trained", file=sys.stderr)
+        return 2
     print(format_summary(cohort))
     return run_sweep(plan, cohort, args, storage, tracking_uri, stages)
 
@@ -155,7 +162,12 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     sweep_path = f"{storage}/{sweep_id}"
     out_dir = args.runs_dir.resolve() / sweep_id
     write_record(sweep_path, plan.record(tracking_uri))
-    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts")
+    # MLflow's client retries a dead server for minutes by default, holding up Tune's loop (and
+    # so training) on every write: fail fast instead; the tracker spools what it cannot write.
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts",
+                           spool=out_dir / "mlflow_spool")
     tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
         "dataset_fingerprint": cohort.fingerprint, "preset": args.preset, "sweep_path": sweep_path,
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
@@ -201,7 +213,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         for s in sets:  # the grids the report shows, at the same relative paths
             for grid in sorted(s.folder.glob("*.png")):
                 tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")
-        tracker.end_sweep("FINISHED")
+        unlogged = tracker.end_sweep("FINISHED")
     except BaseException:
         tracker.end_sweep("KILLED")
         raise
@@ -217,8 +229,15 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
     print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
+    if unlogged:
+        print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
+              f"{tracker.writes.spool}: make them with `python -m orchestrator.mlflow_writes {tracker.writes.spool} "
+              f"--tracking-uri {tracking_uri}` (or `--resume`) once the server is back", file=sys.stderr)
     return 0 if len(table) else 1
 
+
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "
              "thresholds were fixed on validation. Synthetic images enter training only.")

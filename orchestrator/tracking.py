@@ -1,10 +1,12 @@
 """The one place that writes to MLflow: a parent run per sweep, a nested child run per trial.
 
 All writes happen on the driver (a Tune callback), so a SQLite store has one writer however
-many trials run at once, and no Ray worker needs to reach the tracking server. Children are
-linked to the parent by its run id (`mlflow.parentRunId`), not by Ray's MLflow helpers (they
-do not nest runs). A resumed sweep finds its parent and each trial's child again by tag, so
-nothing is logged twice.
+many trials run at once, and no Ray worker needs to reach the tracking server. They go
+through `orchestrator.mlflow_writes.Writes`, so a server that goes away mid-sweep costs no
+training and no record: writes wait in a spool until it answers again. Children are linked to
+the parent by its run id (`mlflow.parentRunId`), not by Ray's MLflow helpers (they do not nest
+runs). A resumed sweep finds its parent and each trial's child again by tag, so nothing is
+logged twice.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.train import Checkpoint
 
+from orchestrator.mlflow_writes import Writes
 from orchestrator.report import plot_confusion, plot_roc
 from orchestrator.storage import checkpoint_uri
 
@@ -35,10 +38,12 @@ def default_tracking_uri(runs_dir: Path) -> str:
 
 
 class SweepTracker:
-    """The sweep's parent run, and the client its trial callback writes through."""
+    """The sweep's parent run, and the writes its trial callbacks make (spooled under `spool` while the
+    server is away)."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path):
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path, spool: Path):
         self.client = MlflowClient(tracking_uri)
+        self.writes = Writes(self.client, spool)
         found = self.client.get_experiment_by_name(experiment)
         # A local store gets an absolute artifact folder, made here on the driver (made from a
         # Ray worker it would land in that worker's session folder); a server keeps its own.
@@ -50,25 +55,22 @@ class SweepTracker:
 
     def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Find the parent run of `sweep_name` (a resumed sweep) or create it."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_name}'")
-        if runs:
-            self.parent_id = runs[0].info.run_id
-            self.client.update_run(self.parent_id, status="RUNNING")
-            return self.parent_id
-        run = self.client.create_run(self.experiment_id, run_name=sweep_name,
-                                     tags={SWEEP_TAG: sweep_name, "git_commit": code_version(), **tags})
-        self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=[Param(k, _param(v)) for k, v in _flatten(params).items()])
+        self.parent_id = self.writes.run(
+            self.experiment_id, sweep_name, tags={SWEEP_TAG: sweep_name, "git_commit": code_version(), **tags},
+            find={SWEEP_TAG: sweep_name}, params={k: _param(v) for k, v in _flatten(params).items()})
+        self.writes.set_status(self.parent_id, "RUNNING")  # a resumed sweep's parent runs again
         return self.parent_id
 
     def log_sweep_file(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.parent_id, str(path), artifact_path)
+        self.writes.log_artifacts(self.parent_id, path, artifact_path)
 
     def log_sweep_dict(self, value: dict, name: str) -> None:
-        self.client.log_dict(self.parent_id, value, name)
+        self.writes.log_dict(self.parent_id, value, name)
 
-    def end_sweep(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_id, status)
+    def end_sweep(self, status: str = "FINISHED") -> int:
+        """Close the parent run; the number of writes that could not be made (kept in the spool)."""
+        self.writes.terminate(self.parent_id, status)
+        return self.writes.finish()
 
     def trial_callback(self, metric: str, mode: str, storage: str) -> GanTrialLogger:
         return GanTrialLogger(self, metric, mode, storage)
@@ -79,14 +81,14 @@ class SweepTracker:
     def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
                       artifact_path: str) -> str:
         """A nested run for one stage output (a synthetic set): its params, figures and files."""
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage})
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()],
-                              metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()])
+        run_id = self.writes.run(self.experiment_id, name, tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage},
+                                 params={k: _param(v) for k, v in params.items()})
+        self.writes.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0)
+                                               for k, v in metrics.items()])
         for path in files:
-            self.client.log_artifact(run.info.run_id, str(path), artifact_path)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
+            self.writes.log_artifacts(run_id, path, artifact_path)
+        self.writes.terminate(run_id, "FINISHED")
+        return run_id
 
 
 class ChildRunLogger(tune.Callback):
@@ -97,7 +99,7 @@ class ChildRunLogger(tune.Callback):
     stage = ""
 
     def __init__(self, tracker: SweepTracker):
-        self.tracker, self.client = tracker, tracker.client
+        self.tracker, self.writes = tracker, tracker.writes
         self.run_ids: dict[str, str] = {}
 
     def run_name(self, trial) -> str:
@@ -109,35 +111,30 @@ class ChildRunLogger(tune.Callback):
     def child_run(self, trial) -> str:
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
-        query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.tracker.parent_id}'"
-        found = self.client.search_runs([self.tracker.experiment_id], query)
-        if found:
-            run_id = found[0].info.run_id
-        else:
-            tags = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id, STAGE_TAG: self.stage}
-            run_id = self.client.create_run(self.tracker.experiment_id, run_name=self.run_name(trial),
-                                            tags=tags).info.run_id
-            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in _flatten(self.params(trial)).items()])
-            # the exact, typed config: what `python -m orchestrator.reproduce` runs again
-            self.client.log_dict(run_id, self.params(trial), TRIAL_CONFIG)
+        link = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id}
+        run_id = self.writes.run(self.tracker.experiment_id, self.run_name(trial),
+                                 tags={**link, STAGE_TAG: self.stage}, find=link,
+                                 params={k: _param(v) for k, v in _flatten(self.params(trial)).items()})
+        # the exact, typed config: what `python -m orchestrator.reproduce` runs again
+        self.writes.log_dict(run_id, self.params(trial), TRIAL_CONFIG)
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.client.update_run(self.child_run(trial), status="RUNNING")
+        self.writes.set_status(self.child_run(trial), "RUNNING")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.fail(self.child_run(trial), error_text(trial))
 
     def fail(self, run_id: str, reason: str) -> None:
-        self.client.set_tag(run_id, "failure_reason", reason[-4000:])
-        self.client.set_terminated(run_id, "FAILED")
+        self.writes.log_batch(run_id, tags={"failure_reason": reason[-4000:]})
+        self.writes.terminate(run_id, "FAILED")
 
     def log_metrics(self, run_id: str, result: dict, keys: set[str], step: int) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if k in keys and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        self.client.log_batch(run_id, metrics=metrics)
+        self.writes.log_batch(run_id, metrics=metrics)
 
 
 class GanTrialLogger(ChildRunLogger):
@@ -154,9 +151,7 @@ class GanTrialLogger(ChildRunLogger):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, step = self.child_run(trial), int(result.get("epoch", 0))
         self.log_metrics(run_id, result, GAN_METRICS, step)
-        tags = [RunTag(k, str(result[k])) for k in ("stop_reason", "fid_weights_sha256", "torch_threads")
-                if result.get(k)]
-        self.client.log_batch(run_id, tags=tags)
+        self.writes.log_batch(run_id, tags={k: str(result[k]) for k in RESULT_TAGS if result.get(k)})
         if result.get("diverged"):
             self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
         checkpoint = result.get("checkpoint_path")
@@ -176,19 +171,19 @@ class GanTrialLogger(ChildRunLogger):
                 with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
                     named = Path(tmp) / f"epoch_{step:04d}.png"
                     named.write_bytes(grid.read_bytes())
-                    self.client.log_artifact(run_id, str(named), "samples")
+                    self.writes.log_artifacts(run_id, named, "samples")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
         if trial.trial_id in self.best:
             score, checkpoint = self.best[trial.trial_id]
             with Checkpoint(checkpoint).as_directory() as folder:
-                self.client.log_artifacts(run_id, folder, "best_checkpoint")
-            self.client.set_tag(run_id, "best_checkpoint_path", checkpoint)
+                self.writes.log_artifacts(run_id, folder, "best_checkpoint")
+            self.writes.log_batch(run_id, tags={"best_checkpoint_path": checkpoint})
         if trial.trial_id in self.diverged:  # the run stopped itself (NaN or exploding loss)
             self.fail(run_id, self.diverged[trial.trial_id])
         else:
-            self.client.set_terminated(run_id, "FINISHED")
+            self.writes.terminate(run_id, "FINISHED")
 
 
 
@@ -206,8 +201,7 @@ class ClassifierTrialLogger(ChildRunLogger):
             self.log_metrics(run_id, result, {"train_loss", "val_auc"}, int(result.get("epoch", 0)))
             return
         self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
-        self.client.set_tag(run_id, "init", str(result["init"]))
-        self.client.set_tag(run_id, "torch_threads", str(result["torch_threads"]))
+        self.writes.log_batch(run_id, tags={"init": str(result["init"]), "torch_threads": str(result["torch_threads"])})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")
@@ -215,15 +209,17 @@ class ClassifierTrialLogger(ChildRunLogger):
             (folder / "test_predictions.json").write_text(json.dumps(
                 {"scores": result["test_scores"], "labels": result["test_labels"], "threshold": result["threshold"],
                  "confusion_matrix": result["test_confusion_matrix"], "roc": result["test_roc"]}))
-            self.client.log_artifacts(run_id, str(folder), "test")
+            self.writes.log_artifacts(run_id, folder, "test")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.client.set_terminated(self.child_run(trial), "FINISHED")
+        self.writes.terminate(self.child_run(trial), "FINISHED")
 
 
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
 GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
                "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
+# ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
+RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id")
 CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
                             "best_epoch", "threshold", "train_images", "synthetic_images"}
 

@@ -1,8 +1,14 @@
 """Shared fixtures: a small phantom cohort written once per test session."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,9 +69,7 @@ def smoke_arrays(tmp_path_factory) -> dict:
 @pytest.fixture
 def s3(monkeypatch):
     """An S3-compatible server on loopback (moto's server mode) with bucket S3_BUCKET; yields a boto3 client."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     # pyarrow (as Ray uses it) and boto3 both read the endpoint and credentials from the environment
@@ -75,4 +79,58 @@ def s3(monkeypatch):
     client = boto3.client("s3")
     client.create_bucket(Bucket=S3_BUCKET)
     yield client
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite store; it can be stopped and started again on the
+    same port and store (a server that goes away mid-sweep and comes back)."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.url}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail("mlflow server did not answer /health within 120 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """The URL of an `mlflow server` shared by the session's tests (each keeps to its own runs)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def own_mlflow_server(tmp_path):
+    """A server of this test's own, to stop and start again."""
+    server = MlflowServer(tmp_path / "mlflow-server")
+    server.start()
+    yield server
     server.stop()

@@ -5,11 +5,9 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,33 +18,6 @@ from orchestrator.reproduce import main as reproduce_main
 from orchestrator.sweep import main as sweep_main
 
 EPOCHS = 1
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with a SQLite store, stopped after the module."""
-    root = tmp_path_factory.mktemp("mlflow")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(1)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not answer /health within 120 s")
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=60)
 
 
 def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: str = "gan") -> list[str]:

@@ -191,9 +191,11 @@ def train_gan_worker(config: dict) -> None:
     data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
     cfg = {key: value for key, value in config.items() if key not in ("data", "resume_from")}
 
+    node_id = ray.get_runtime_context().get_node_id()  # which machine ran it: a retry may move it
+
     def report(metrics: dict, folder: Path) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
 
     def prepare_model(module: nn.Module) -> nn.Module:
         # dcgan routes samples to per-label networks: a batch without one label leaves that

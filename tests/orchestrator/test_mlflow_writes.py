@@ -1,0 +1,115 @@
+"""MLflow writes against a real `mlflow server` that goes away and comes back."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from orchestrator import mlflow_writes
+from orchestrator.mlflow_writes import Writes, unreachable_reason
+from orchestrator.sweep import MLFLOW_HTTP_DEFAULTS
+from orchestrator.sweep import main as sweep_main
+
+
+@pytest.fixture(autouse=True)
+def fail_fast(monkeypatch):
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():  # as the sweep sets them
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(mlflow_writes, "PROBE_EVERY", 0.0)  # ask /health on every write
+
+
+def write_a_trial(writes: Writes, experiment_id: str, tmp_path: Path, name: str) -> str:
+    """What a trial's callback writes: a run found by tag or made, metrics per epoch, a file, its end."""
+    run = writes.run(experiment_id, name, tags={"trial": name}, find={"trial": name}, params={"lr": "0.001"})
+    for epoch in (1, 2):
+        writes.log_batch(run, metrics=[Metric("ssim", 0.1 * epoch, int(time.time() * 1000), epoch)],
+                         tags={"node_id": "abc"})
+    grid = tmp_path / f"{name}.png"
+    grid.write_bytes(b"grid " + name.encode())
+    writes.log_artifacts(run, grid, "samples")
+    grid.unlink()  # a temporary file: the spool must have kept its own copy
+    writes.terminate(run, "FINISHED")
+    return run
+
+
+def assert_recorded(client: MlflowClient, experiment_id: str, name: str, tmp_path: Path) -> None:
+    (run,) = client.search_runs([experiment_id], f"tags.trial = '{name}'")
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.001"}
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "ssim")] == [(1, 0.1), (2, 0.2)]
+    grid = client.download_artifacts(run.info.run_id, f"samples/{name}.png", str(tmp_path / "download"))
+    assert Path(grid).read_bytes() == b"grid " + name.encode()
+
+
+@pytest.mark.slow
+def test_writes_made_while_the_server_is_away_are_spooled_and_made_when_it_is_back(own_mlflow_server, tmp_path):
+    client = MlflowClient(own_mlflow_server.url)
+    experiment_id = client.create_experiment("writes")
+    writes = Writes(client, tmp_path / "spool")
+    write_a_trial(writes, experiment_id, tmp_path, "before")  # made at once
+    assert not (tmp_path / "spool").exists()
+
+    own_mlflow_server.stop()
+    started = time.perf_counter()
+    run = write_a_trial(writes, experiment_id, tmp_path, "during")
+    assert run.startswith(mlflow_writes.PLACEHOLDER)  # the server could not give it an id yet
+    assert time.perf_counter() - started < 30  # fails fast: training is not held up for minutes
+    assert len(writes.pending) == 5 and (tmp_path / "spool" / "ops.jsonl").exists()
+
+    own_mlflow_server.start()
+    write_a_trial(writes, experiment_id, tmp_path, "after")  # the first write replays the spool, in order
+    assert not writes.pending and not (tmp_path / "spool").exists() and writes.finish() == 0
+    for name in ("before", "during", "after"):
+        assert_recorded(client, experiment_id, name, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_spool_left_at_the_end_is_replayed_later_once(own_mlflow_server, tmp_path, capsys):
+    client = MlflowClient(own_mlflow_server.url)
+    experiment_id = client.create_experiment("writes")
+    writes = Writes(client, tmp_path / "spool")
+    run = writes.run(experiment_id, "early", tags={"trial": "early"}, find={"trial": "early"}, params={"lr": "0.001"})
+    own_mlflow_server.stop()
+    writes.log_batch(run, metrics=[Metric("ssim", 0.1, 0, 1), Metric("ssim", 0.2, 0, 2)])
+    grid = tmp_path / "early.png"
+    grid.write_bytes(b"grid early")
+    writes.log_artifacts(run, grid, "samples")
+    writes.terminate(run, "FINISHED")
+    write_a_trial(writes, experiment_id, tmp_path, "late")
+    assert writes.finish() == 8  # still away at the end: reported, kept on disk
+    assert "unreachable" in capsys.readouterr().err
+    assert mlflow_writes.main([str(tmp_path / "spool"), "--tracking-uri", own_mlflow_server.url]) == 1
+
+    own_mlflow_server.start()
+    assert mlflow_writes.main([str(tmp_path / "spool"), "--tracking-uri", own_mlflow_server.url]) == 0
+    assert "8 of 8 write(s) made" in capsys.readouterr().out
+    for name in ("early", "late"):
+        assert_recorded(client, experiment_id, name, tmp_path)
+    # replaying again makes nothing twice
+    assert mlflow_writes.main([str(tmp_path / "spool"), "--tracking-uri", own_mlflow_server.url]) == 0
+    assert len(client.search_runs([experiment_id])) == 2
+
+
+def test_a_wrong_write_to_a_server_that_answers_is_raised_not_spooled(mlflow_server, tmp_path):
+    writes = Writes(MlflowClient(mlflow_server), tmp_path / "spool")
+    with pytest.raises(MlflowException):
+        writes.terminate("0" * 32, "FINISHED")  # no such run
+    assert not writes.pending and not (tmp_path / "spool").exists()
+
+
+def test_a_sweep_whose_tracking_server_does_not_answer_stops_before_training(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there
+    assert unreachable_reason(url)
+    started = time.perf_counter()
+    code = sweep_main(["pet", "--preset", "smoke", "--tracking-uri", url, "--runs-dir", str(tmp_path / "runs"),
+                       "--storage", str(tmp_path / "tune"), "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert code == 2
+    assert f"the MLflow tracking server {url} does not answer" in capsys.readouterr().err
+    assert time.perf_counter() - started < 120  # the phantom is made; nothing else is
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "runs").exists()
