@@ -1,6 +1,6 @@
 """Does the EMA generator help? FID / SSIM of the EMA copy vs the raw generator, same run.
 
-    python bench/gan_ema.py [--epochs 30] [--seeds 0 1 2] [--arch cgan] [--images 128]
+    python -m bench.gan_ema [--epochs 30] [--seeds 0 1 2] [--arch cgan] [--images 128]
 
 EMA never feeds back into training, so one run per seed gives both generators on the same
 trajectory: the last checkpoint is evaluated twice, on the smoke phantom (32 px PET,

@@ -1,7 +1,7 @@
 """GAN training throughput: a full WGAN-GP step (n_critic critic steps + 1 generator step).
 
-    python bench/gan_step.py [--sizes 64 256] [--batch 32] [--steps 4] [--precision fp32 bf16]
-                             [--arch cgan] [--channels 64] [--no-ray]
+    python -m bench.gan_step [--sizes 64 256] [--batch 32] [--steps 4] [--precision fp32 bf16]
+                                 [--arch cgan] [--channels 64] [--no-ray]
 
 For each image size and precision it runs `trainables.gan.loop.fit` for two epochs of
 `--steps` generator steps on random images and prints the second epoch's images/s

@@ -232,7 +232,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     if unlogged:
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
               f"{tracker.writes.spool}: make them with `python -m orchestrator.mlflow_writes {tracker.writes.spool} "
-              f"--tracking-uri {tracking_uri}` (or `--resume`) once the server is back", file=sys.stderr)
+              f"--tracking-uri {tracking_uri}` once the server is back", file=sys.stderr)
     return 0 if len(table) else 1
 
 

@@ -1,7 +1,7 @@
 """Stage 1: a Ray Tune search over GAN trials; each trial is one Ray Train run.
 
 The pattern Ray documents for Tune over Train V2: a Tune function trainable (with a token
-CPU, since the Train workers hold the real resources) builds a `TorchTrainer` over
+resource, since the Train workers hold the real ones) builds a `TorchTrainer` over
 `trainables.gan.loop.train_gan_worker` and calls `.fit()`; `TuneReportCallback` forwards
 rank 0's metrics and the checkpoint path to Tune. The Train run is named after the trial, so
 a restored sweep's trial finds its own checkpoints and resumes from the latest.
@@ -30,6 +30,10 @@ from trainables.gan.loop import train_gan_worker
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit, as Ray's Tune-over-Train guide asks
 
 EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
+# What the Tune trial itself holds: it only waits on its Train run. Tune rejects an empty
+# request; a sliver of CPU (0.01) would leave a node of N CPUs room for N - 1 one-CPU workers
+# once a token landed there, so a MiB of memory it is.
+TRIAL_TOKEN = {"cpu": 0, "memory": 2**20}
 TABLE_COLUMNS = ["trial_id", "arch", "epoch", "ssim", "psnr", "mse", "fid", "kid_mean", "ms_ssim", "checkpoint_path"]
 
 
@@ -61,7 +65,7 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
     """The Tuner for stage 1 under `sweep_path` (a folder or URI), new or restored."""
     search = cfg.search
     metric, mode = search.metric, METRIC_MODES[search.metric]
-    trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), {"cpu": 0.01})
+    trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), TRIAL_TOKEN)
     gpus = gpus_per_worker(search)
     gpu = {"GPU": gpus} if gpus else {}
     train = {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": metric, "mode": mode,

@@ -1,0 +1,72 @@
+"""What every benchmark shares: its result (a Section), the machine description, a cohort."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.config import Config, load_config
+from orchestrator.data.ingest import ingest
+from orchestrator.data.phantom import write_phantom_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Section:
+    """One benchmark's figures: a table, and the ratios against its baseline from the same run."""
+    title: str
+    method: str  # what was run, and what the baseline is
+    rows: list[dict] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", "", self.method, ""]
+        if self.rows:
+            keys = list(dict.fromkeys(k for row in self.rows for k in row))
+            lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in self.rows]
+            lines.append("")
+        lines += [f"- **{name}: {value:.3f}**" for name, value in self.ratios.items()]
+        lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    import ray
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    return {"CPU": f"{cpu}, {os.cpu_count()} cores", "memory": f"{memory:.0f} GiB", "GPU": gpu,
+            "OS": platform.platform(), "Python": platform.python_version(), "torch": torch.__version__,
+            "Ray": ray.__version__, "commit": commit}
+
+
+def smoke_config(tmp: Path, *overrides: str) -> Config:
+    """The smoke preset with its phantom cache under `tmp`, and `overrides` (`key=value`)."""
+    return load_config("pet", "smoke", overrides=[f"data.cache_dir={tmp / 'cache'}", *overrides])
+
+
+def phantom_arrays(cfg: Config, tmp: Path) -> dict[str, np.ndarray]:
+    """The phantom cohort of `cfg` written under `tmp` and ingested as arrays (as a sweep hands them to trials)."""
+    d = cfg.data
+    folder = tmp / f"phantom-{d.phantom_patients}-{d.phantom_slices}-{d.phantom_size}"
+    if not (folder / "labels.csv").exists():
+        write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality, size=d.phantom_size,
+                             slices=d.phantom_slices)
+    return ingest(folder, replace(d, cache_dir=str(tmp / "cache")), labels_file=folder / "labels.csv").as_arrays()

@@ -1,0 +1,63 @@
+"""2. Trial packing: the same small classifier trials one at a time, and packed with fractional CPUs.
+
+Stage 3's own Tuner (`orchestrator.stages.classify.build_tuner`) over N seeds of the smoke
+grid's mobilenet on real data (32 px, the smoke recipe). The baseline runs them one at a time
+on one CPU (Ray given 1 CPU, 1 thread per trial); then Ray is given every core and each trial
+`cpus_per_trial` of them, so that many run at once (Ray sets each trial's thread count to its
+CPUs, at least 1). On a machine with C cores the throughput ratio can reach C. One trial at a
+time with all cores (more threads, no packing) is shown for comparison.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import Section, phantom_arrays, smoke_config
+
+
+def timed_grid(cfg, arrays, storage: Path, ray_cpus: int, cpus_per_trial: float) -> float:
+    import ray
+
+    from orchestrator.stages import classify as classify_stage
+
+    cfg = replace(cfg, classify=replace(cfg.classify, cpus_per_trial=cpus_per_trial))
+    ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = classify_stage.build_tuner(cfg, ray.put(arrays), {}, str(storage), callbacks=[], resume=False)
+        started = time.perf_counter()
+        results = tuner.fit()
+        seconds = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    failed = [r.error for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"classifier trials failed: {failed[0]}")
+    return seconds
+
+
+def measure(quick: bool) -> Section:
+    cores = os.cpu_count() or 1
+    trials = 4 if quick else 8
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        cfg = smoke_config(tmp, "classify.classifiers=[mobilenet]", "classify.classic=false",
+                           f"classify.seeds={list(range(trials))}", "classify.gpus_per_trial=0")
+        arrays = phantom_arrays(cfg, tmp)
+        layouts = [("one at a time, 1 CPU each (baseline)", 1, 1.0),
+                   (f"one at a time, {cores} CPUs each", cores, float(cores)),
+                   (f"packed: {cores} at a time, 1 CPU each", cores, 1.0),
+                   (f"packed: {2 * cores} at a time, 0.5 CPU each", cores, 0.5)]
+        rows = []
+        for name, ray_cpus, cpus in layouts:
+            seconds = timed_grid(cfg, arrays, tmp / f"tune-{len(rows)}", ray_cpus, cpus)
+            rows.append({"layout": name, "wall s": seconds, "trials / min": trials / seconds * 60})
+    baseline = rows[0]["wall s"]
+    return Section(
+        title="2. Trial packing (classifier trials: one at a time vs fractional CPUs)",
+        method=__doc__.split("\n\n", 1)[1].strip() + f"\n\n{trials} trials, {cores} cores.",
+        rows=rows,
+        ratios={f"throughput, {row['layout']} / baseline (limit {cores}.0)": baseline / row["wall s"]
+                for row in rows[1:]})
