@@ -62,12 +62,12 @@ def run_search(algorithm: str, seed: int, cfg, data_ref, epochs: int, budget: in
             return self.spent >= budget
 
     search = dataclasses.replace(cfg.search, space=SPACE, seed=seed, max_concurrent=2)
-    if algorithm == "tpe_asha":
+    if algorithm == "tpe_asha":  # every trial takes at least one epoch: at most `budget` trials
         tune_config = tune.TuneConfig(search_alg=make_searcher(search), scheduler=make_scheduler(search, epochs),
-                                      num_samples=10_000, max_concurrent_trials=2)
-    else:
-        tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=seed), num_samples=10_000,
-                                      max_concurrent_trials=2)
+                                      num_samples=budget, max_concurrent_trials=2)
+    else:  # every trial runs to its end: the budget holds ceil(budget / epochs) of them
+        tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=seed),
+                                      num_samples=-(-budget // epochs), max_concurrent_trials=2)
     param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "epochs": epochs,
                    "seed": seed, **to_tune_space(SPACE)}
     results = tune.Tuner(
