@@ -64,7 +64,7 @@ def run_search(algorithm: str, seed: int, cfg, data_ref, epochs: int, budget: in
     search = dataclasses.replace(cfg.search, space=SPACE, seed=seed, max_concurrent=2)
     if algorithm == "tpe_asha":  # every trial takes at least one epoch: at most `budget` trials
         tune_config = tune.TuneConfig(search_alg=make_searcher(search), scheduler=make_scheduler(search, epochs),
-                                      num_samples=budget, max_concurrent_trials=2)
+                                      num_samples=budget)  # two at a time: make_searcher's limiter
     else:  # every trial runs to its end: the budget holds ceil(budget / epochs) of them
         tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=seed),
                                       num_samples=-(-budget // epochs), max_concurrent_trials=2)
