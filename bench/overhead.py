@@ -5,9 +5,8 @@ same phantom arrays, same epochs and torch threads. The plain loop calls
 `trainables.gan.loop.fit` in this process; the Tune trial is stage 1 exactly as a sweep builds
 it (`orchestrator.stages.gan.build_tuner`: a Tune function trial that fits a TorchTrainer with
 one worker, checkpoints persisted to storage after every evaluation). Ray's start-up is timed
-separately: a sweep pays it once, not per trial. Then the fixed cost of a trial, from empty
-Tune + Train trials (a worker that does nothing), three in a row in one Tuner, with Tune's
-`reuse_actors` off and on (stage 1 and 3 turn it on).
+separately: a sweep pays it once, not per trial. Then the fixed cost of a trial: empty Tune +
+Train trials (a worker that does nothing), three in a row in one Tuner, trial to trial.
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ def _empty_trial(config: dict) -> None:
     tune.report({"started": started, "ended": time.time()})
 
 
-def empty_trial_seconds(storage: Path, reuse: bool, trials: int = 3) -> float:
+def empty_trial_seconds(storage: Path, trials: int = 3) -> float:
     """Mean wall seconds per empty trial after the first, `trials` in a row in one Tuner."""
     from ray import tune
 
@@ -46,8 +45,8 @@ def empty_trial_seconds(storage: Path, reuse: bool, trials: int = 3) -> float:
     results = tune.Tuner(
         tune.with_resources(_empty_trial, TRIAL_TOKEN),
         param_space={"storage": str(storage), "i": tune.grid_search(list(range(trials)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=reuse),
-        run_config=tune.RunConfig(name=f"empty-{reuse}", storage_path=str(storage), verbose=0)).fit()
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="empty", storage_path=str(storage), verbose=0)).fit()
     ends = sorted(result.metrics["ended"] for result in results)
     return (ends[-1] - ends[0]) / (trials - 1)  # trial to trial: scheduling, start, run, shutdown
 
@@ -73,7 +72,7 @@ def measure(quick: bool) -> Section:
             started = time.perf_counter()
             (result,) = tuner.fit()
             trial_s = time.perf_counter() - started
-            fixed = {reuse: empty_trial_seconds(tmp / "empty", reuse) for reuse in (False, True)}
+            fixed_s = empty_trial_seconds(tmp / "empty")
         finally:
             ray.shutdown()
         if result.error:
@@ -100,10 +99,7 @@ def measure(quick: bool) -> Section:
               {"run": "one Ray Tune trial running Ray Train", "wall s": trial_s,
                "of which training epochs, s": trial_epochs_s},
               {"run": "Ray start-up (once per sweep)", "wall s": ray_start_s},
-              {"run": "empty Tune + Train trial, reuse_actors off", "wall s": fixed[False]},
-              {"run": "empty Tune + Train trial, reuse_actors on (as the stages run)", "wall s": fixed[True]}],
+              {"run": "empty Tune + Train trial (fixed cost per trial)", "wall s": fixed_s}],
         ratios={"Tune + Train trial / plain loop (wall time; aim <= 1.10)": trial_s / plain_s,
-                "training epochs inside the Train worker / in the plain loop": trial_epochs_s / plain_epochs_s,
-                "empty trial, reuse_actors on / off": fixed[True] / fixed[False]},
-        notes=[f"per-trial overhead: {trial_s - plain_s:.1f} s, of which the first trial's process start-up "
-               f"(saved for later trials by reuse_actors): about {fixed[False] - fixed[True]:.1f} s"])
+                "training epochs inside the Train worker / in the plain loop": trial_epochs_s / plain_epochs_s},
+        notes=[f"per-trial overhead: {trial_s - plain_s:.1f} s; an empty trial costs {fixed_s:.1f} s"])

@@ -14,7 +14,7 @@ import ray
 from ray import tune
 
 from orchestrator.config import Config
-from orchestrator.stages import REUSE_ACTORS, cluster_has_gpus
+from orchestrator.stages import cluster_has_gpus
 from trainables.classify.loop import fit_classifier
 
 EXPERIMENT = "classify"
@@ -58,7 +58,7 @@ def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, ca
     if resume and tune.Tuner.can_restore(f"{sweep_path}/{EXPERIMENT}"):
         return tune.Tuner.restore(f"{sweep_path}/{EXPERIMENT}", trainable=trainable, param_space=param_space,
                                   resume_unfinished=True, resume_errored=True)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(reuse_actors=REUSE_ACTORS),
+    return tune.Tuner(trainable, param_space=param_space,
                       run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks))
 
 

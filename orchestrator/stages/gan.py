@@ -23,7 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.config import Config
 from orchestrator.report import markdown_table
 from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
-from orchestrator.stages import REUSE_ACTORS, cluster_has_gpus
+from orchestrator.stages import cluster_has_gpus
 from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
 
@@ -85,7 +85,7 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
         param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=make_searcher(search),
                                     scheduler=make_scheduler(search, cfg.gan.epochs),
-                                    num_samples=search.num_samples, reuse_actors=REUSE_ACTORS),
+                                    num_samples=search.num_samples),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
