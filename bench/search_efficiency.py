@@ -93,7 +93,7 @@ def first_reaching(values: list[float], level: float) -> int | None:
 def measure(quick: bool) -> Section:
     import ray
 
-    seeds, epochs, budget = ([0], 3, 12) if quick else ([0, 1, 2], 8, 48)
+    seeds, epochs, budget = ([0], 3, 12) if quick else ([0, 1, 2], 6, 36)
     algorithms = {"random": "random search, no early stopping (baseline)", "tpe_asha": "Optuna TPE + ASHA"}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
