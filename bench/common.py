@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from orchestrator.config import Config, load_config
 from orchestrator.data.ingest import ingest
-from orchestrator.data.phantom import write_phantom_cohort
+from orchestrator.sweep import phantom_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,11 +62,7 @@ def smoke_config(tmp: Path, *overrides: str) -> Config:
     return load_config("pet", "smoke", overrides=[f"data.cache_dir={tmp / 'cache'}", *overrides])
 
 
-def phantom_arrays(cfg: Config, tmp: Path) -> dict[str, np.ndarray]:
-    """The phantom cohort of `cfg` written under `tmp` and ingested as arrays (as a sweep hands them to trials)."""
-    d = cfg.data
-    folder = tmp / f"phantom-{d.phantom_patients}-{d.phantom_slices}-{d.phantom_size}"
-    if not (folder / "labels.csv").exists():
-        write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality, size=d.phantom_size,
-                             slices=d.phantom_slices)
-    return ingest(folder, replace(d, cache_dir=str(tmp / "cache")), labels_file=folder / "labels.csv").as_arrays()
+def phantom_arrays(cfg: Config) -> dict[str, np.ndarray]:
+    """The phantom cohort of `cfg` (made once under its cache folder), as a sweep hands it to trials."""
+    folder = phantom_folder(cfg)
+    return ingest(folder, cfg.data, labels_file=folder / "labels.csv").as_arrays()

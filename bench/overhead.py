@@ -62,7 +62,7 @@ def measure(quick: bool) -> Section:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         cfg = smoke_config(tmp, "data.size=64", f"gan.epochs={epochs}", "search.num_samples=1")
-        arrays = phantom_arrays(cfg, tmp)
+        arrays = phantom_arrays(cfg)
 
         started = time.perf_counter()
         start_ray(None)

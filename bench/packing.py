@@ -45,7 +45,7 @@ def measure(quick: bool) -> Section:
         tmp = Path(folder)
         cfg = smoke_config(tmp, "classify.classifiers=[mobilenet]", "classify.classic=false",
                            f"classify.seeds={list(range(trials))}", "classify.gpus_per_trial=0")
-        arrays = phantom_arrays(cfg, tmp)
+        arrays = phantom_arrays(cfg)
         layouts = [("one at a time, 1 CPU each (baseline)", 1, 1.0),
                    (f"one at a time, {cores} CPUs each", cores, float(cores)),
                    (f"packed: {cores} at a time, 1 CPU each", cores, 1.0),

@@ -98,7 +98,7 @@ def measure(quick: bool) -> Section:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         cfg = smoke_config(tmp, "gan.eval_images=16")
-        arrays = phantom_arrays(cfg, tmp)
+        arrays = phantom_arrays(cfg)
         ray.init(include_dashboard=False, log_to_driver=False)
         try:
             data_ref = ray.put(arrays)
