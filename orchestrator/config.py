@@ -17,6 +17,9 @@ from typing import Any, Literal
 import yaml
 
 Modality = Literal["pet", "ct"]
+# full: the paper's scale (GPUs); laptop: the method at CPU scale, minutes on 2 cores; smoke: tests.
+# Each but full is a file search_spaces/<name>.yaml laid over the modality's own.
+PRESETS = ("full", "laptop", "smoke")
 SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 
 
@@ -30,6 +33,9 @@ class DataConfig:
     size: int = 256  # side of the square slices the models see
     seed: int = 0  # seeds the patient split
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)  # train / validation / test, by patient
+    # Share of the training patients (seeded, stratified by label) that every stage trains on; the
+    # others are held out of all training (the data-scarcity control; the oracle arm reads them).
+    train_fraction: float = 1.0
     ct_window: tuple[float, float] = (-600.0, 1500.0)  # lung window: centre, width in HU
     pet_suv_max: float = 10.0  # SUV mapped to 1.0 when the tags allow SUV
     min_slice_px: int = 16  # smaller slices are rejected as unexpected shape
@@ -59,6 +65,9 @@ class GanConfig:
     n_critic: int = 5
     replay_size: int = 0  # past fakes kept for experience replay; 0 turns replay off
     replay_ratio: float = 0.25  # share of each critic fake batch drawn from the replay buffer
+    # DiffAugment policy for the critic's inputs, e.g. "color,translation,cutout"; "" is none. For
+    # small training sets: the critic cannot memorise what it never sees twice alike.
+    diffaugment: str = ""
     ema_decay: float = 0.999  # EMA copy of the generator for evaluation / sampling; 0 turns it off
     bf16: bool = False  # bf16 autocast on CUDA workers
     seed: int = 0
@@ -105,12 +114,15 @@ class ClassifyConfig:
     ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # synthetic : real
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     classic: bool = True  # the real + flips / small rotations arm
+    permuted: bool = True  # the negative control: each set at the largest ratio with its labels shuffled
     tstr_classifier: str = "mobilenet"  # trained on synthetic only, scored on real validation: the utility proxy
-    epochs: int = 40
+    epochs: int = 40  # passes over the real training split's batches: every arm takes as many optimiser steps
     batch_size: int = 32
     lr: float = 1.0e-3
     weight_decay: float = 1.0e-4
     patience: int = 8  # epochs without a better validation AUC before stopping
+    min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
+    bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 0.25 (four trials per GPU) if the cluster has GPUs, else 0
     weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file
@@ -130,7 +142,7 @@ class Config:
 
 def load_config(
     modality: Modality | None = None,
-    preset: Literal["full", "smoke"] = "full",
+    preset: str = "full",
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
@@ -138,10 +150,10 @@ def load_config(
     layers: list[tuple[str, dict]] = []
     if modality is not None:
         layers.append(_preset_layer(modality))
-    if preset == "smoke":
-        layers.append(_preset_layer("smoke"))
-    elif preset != "full":
-        raise ConfigError(f"unknown preset {preset!r}: use 'full' or 'smoke'")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if preset != "full":
+        layers.append(_preset_layer(preset))
     if config_file is not None:
         layers.append((str(config_file), _read_yaml(Path(config_file))))
     layers.append(("--set", parse_overrides(overrides)))
@@ -294,6 +306,16 @@ def _check_stage_settings(config: Config) -> None:
     if ratios and max(ratios) > factor:
         raise ConfigError(f"classify.ratios go up to {max(ratios)} synthetic per real image, but synth.size_factor "
                           f"is {factor}: raise synth.size_factor to at least {max(ratios)}")
+    from trainables.gan.augment import diff_augment  # the policy names live with the transformations
+
+    policies = [config.gan.diffaugment, *config.search.space.get("diffaugment", {}).get("values", [])]
+    for policy in policies:
+        try:
+            diff_augment(policy)
+        except ValueError as err:
+            raise ConfigError(f"gan.diffaugment: {err}") from None
+    if not 0 < config.data.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction must lie in (0, 1], got {config.data.train_fraction}")
     if not 0 < config.synth.malignant_fraction < 1:
         raise ConfigError(f"synth.malignant_fraction must lie strictly between 0 and 1, "
                           f"got {config.synth.malignant_fraction}")

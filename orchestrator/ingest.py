@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.config import ConfigError, load_config
+from orchestrator.config import PRESETS, ConfigError, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.split import SplitError
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modality", choices=["pet", "ct"], default="pet", help="default pet")
     parser.add_argument("--size", type=int, help="pixel side after resizing (default from the preset)")
     parser.add_argument("--cache", type=Path, help="cache folder (default data.cache_dir, ~/.cache/medgan-sweep)")
-    parser.add_argument("--preset", choices=["full", "smoke"], default="full")
+    parser.add_argument("--preset", choices=PRESETS, default="full")
     parser.add_argument("--config", type=Path, help="a YAML config laid over the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set data.seed=3 (repeatable)")

@@ -17,60 +17,61 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy.stats  # noqa: E402
 
-from trainables.metrics import delong_test, mcnemar_exact  # noqa: E402
+from orchestrator.statistics import Utility  # noqa: E402
 
-TEST_METRICS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc")
+ALPHA = 0.05  # a comparison is claimed only when its Holm-adjusted p is below this
 
 
 # --- Tables -------------------------------------------------------------------------------------
 
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (nan with fewer than two values)."""
-    values = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
-    if len(values) == 0:
-        return math.nan, math.nan
-    if len(values) < 2:
-        return float(values.mean()), math.nan
-    half = scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
-
-
-def utility_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Tables 3-4: per classifier and arm, test metrics as mean ± 95 % CI over seeds, and the paired
-    difference to the real-only arm (same classifier and seed) with DeLong (AUC) and McNemar
-    (accuracy) p-values, one per seed."""
+def utility_table(summary: Utility) -> pd.DataFrame:
+    """Tables 3-4: per classifier and arm, test metrics with patient-bootstrap intervals, and the paired
+    difference to the real-only arm with its p-value (Holm-adjusted) and a patient-level DeLong p."""
+    n = f"{summary.cases.n_patients} / {len(summary.cases.labels)}"
     rows = []
-    for (classifier, arm_id), group in results.groupby(["classifier", "arm_id"], sort=False):
-        row = {"classifier": classifier, "arm": arm_id, "seeds": len(group)}
-        for key in TEST_METRICS:
-            row[key.removeprefix("test_")] = _pm(*mean_ci(group[key]))
-        baseline = results[(results.classifier == classifier) & (results.arm_id == "real")].set_index("seed")
-        paired = [(r, baseline.loc[r.seed]) for r in group.itertuples() if r.seed in baseline.index]
-        if arm_id != "real" and paired:
-            row["Δ accuracy"] = _pm(*mean_ci([a.test_accuracy - b.test_accuracy for a, b in paired]))
-            row["Δ AUC"] = _pm(*mean_ci([a.test_roc_auc - b.test_roc_auc for a, b in paired]))
-            row["DeLong p"] = " / ".join(f"{_delong(a, b):.3g}" for a, b in paired)
-            row["McNemar p"] = " / ".join(f"{_mcnemar(a, b):.3g}" for a, b in paired)
+    for arm in summary.arms:
+        row = {"classifier": arm.classifier, "arm": arm.arm_id, "patients / slices / seeds": f"{n} / {len(arm.seeds)}"}
+        row.update({name: arm.metrics[key].interval() for key, name in METRIC_NAMES.items()})
+        if arm.deltas:
+            row.update({f"Δ {name}": arm.deltas[key].interval() for key, name in METRIC_NAMES.items()
+                        if key in ("accuracy", "roc_auc", "sensitivity")})
+            row["Δ AUC p (Holm)"] = _p(arm.deltas["roc_auc"].p, arm.holm_p)
+            row["DeLong p (patients)"] = _p(arm.delong_p)
+        row["status"] = f"degenerate: {arm.degenerate}" if arm.degenerate else "ok"
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    columns = list(dict.fromkeys(key for row in rows for key in row if key != "status")) + ["status"]
+    return pd.DataFrame(rows, columns=columns).fillna("")
 
 
-def _delong(a, b) -> float:
-    return delong_test(a.test_labels, a.test_scores, b.test_scores)["p"]
+METRIC_NAMES = {"accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity",
+                "roc_auc": "AUC"}
 
 
-def _mcnemar(a, b) -> float:
-    predicted_a = np.asarray(a.test_scores) >= a.threshold
-    predicted_b = np.asarray(b.test_scores) >= b.threshold
-    return mcnemar_exact(a.test_labels, predicted_a.astype(int), predicted_b.astype(int))["p"]
+def _p(p: float, adjusted: float | None = None) -> str:
+    if math.isnan(p):
+        return ""
+    return f"{p:.3g}" if adjusted is None else f"{p:.3g} ({adjusted:.3g})"
 
 
-def _pm(mean: float, half: float) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+def conclusions(summary: Utility) -> list[str]:
+    """What the stage-3 numbers allow one to say, in words; and what they do not."""
+    if summary.blocker:
+        return [f"No inferential claim: {summary.blocker}."]
+    lines = []
+    for arm in summary.arms:
+        if arm.degenerate:
+            lines.append(f"{arm.classifier} / {arm.arm_id} is degenerate ({arm.degenerate}): excluded from conclusions.")
+    claimed = [a for a in summary.arms if not math.isnan(a.holm_p) and a.holm_p < ALPHA]
+    for arm in claimed:
+        delta = arm.deltas["roc_auc"]
+        direction = "raised" if delta.value > 0 else "lowered"
+        lines.append(f"{arm.arm_id} {direction} {arm.classifier}'s test AUC against real only: Δ {delta.interval()}, "
+                     f"Holm-adjusted p = {arm.holm_p:.3g} ({len(arm.seeds)} seeds).")
+    tested = summary.family_size()
+    if tested and not claimed:
+        lines.append(f"None of the {tested} comparisons with real only differs at Holm-adjusted p < {ALPHA}.")
+    return lines
 
 
 def audit_table(sets) -> pd.DataFrame:
@@ -141,7 +142,7 @@ def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
 # --- The report ---------------------------------------------------------------------------------
 
 def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, sets: list, results: pd.DataFrame | None,
-                 test_note: str) -> list[Path]:
+                 summary: Utility | None, test_note: str) -> list[Path]:
     """report.md and report.html (+ their figures) in `out_dir`; returns every file written."""
     blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {sweep_id}")]
     files: list[Path] = []
@@ -158,9 +159,10 @@ def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, se
                        ("image", str((s.folder / "real_vs_synthetic.png").relative_to(out_dir))),
                        ("p", "Most similar synthetic / training pairs (top / bottom):"),
                        ("image", str((s.folder / "closest_pairs.png").relative_to(out_dir)))]
-    if results is not None and len(results):
+    if summary is not None:
         blocks += [("h2", "Stage 3: classifiers on the real test split (Tables 3-4)"), ("p", test_note),
-                   ("table", utility_table(results))]
+                   ("p", summary.method()), *[("p", line) for line in conclusions(summary)],
+                   ("table", utility_table(summary))]
         first_seed = results[results.seed == results.seed.min()]
         for classifier, group in first_seed.groupby("classifier", sort=False):
             path = out_dir / f"roc_{classifier}.png"

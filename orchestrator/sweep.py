@@ -7,13 +7,14 @@ synthesis + audit, classifier grid), writes the report and ends with where the r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import Config, ConfigError, config_from_dict, load_config
+from orchestrator.config import PRESETS, Config, ConfigError, config_from_dict, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.phantom import write_phantom_cohort
@@ -36,8 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("modality", choices=["pet", "ct"], help="which slices to use: PET or CT")
     parser.add_argument("--data", type=Path, help="DICOM folder (default: the built-in phantom cohort, made once)")
     parser.add_argument("--labels", type=Path, help="label CSV (default DATA/labels.csv or benign/ malignant/ folders)")
-    parser.add_argument("--preset", choices=["full", "smoke"], default="full",
-                        help="full: the paper's scale, for GPUs; smoke: 32 px, minutes on a laptop CPU")
+    parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                        help="auto (default): full when the Ray cluster has GPUs, else laptop; full: the paper's "
+                             "scale (256 px, hundreds of epochs), for GPUs; laptop: the method at CPU scale "
+                             "(32 px, scarce training data, all controls), minutes on 2 cores; smoke: tiny, for tests")
     parser.add_argument("--config", type=Path, help="a YAML config laid over the preset")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help="the first N stages, comma-separated: gan | gan,synth | gan,synth,classify (default: all)")
@@ -61,17 +64,38 @@ class SweepPlan:
     data_dir: Path
     labels: Path | None
     fingerprint: str = ""  # of the ingested cohort; a resumed sweep checks it
+    preset: str = ""  # the resolved preset (never "auto")
 
     def record(self, tracking_uri: str) -> dict:
-        return {"sweep_id": self.sweep_id, "config": self.config.to_dict(), "data_dir": str(self.data_dir),
+        return {"sweep_id": self.sweep_id, "preset": self.preset, "config": self.config.to_dict(),
+                "data_dir": str(self.data_dir),
                 "labels": str(self.labels) if self.labels else None, "dataset_fingerprint": self.fingerprint,
                 "tracking_uri": tracking_uri}
+
+
+def resolve_preset(preset: str, address: str | None) -> tuple[str, str]:
+    """`auto` -> `full` when the Ray cluster has GPUs, else `laptop`; with the reason, for the first lines."""
+    if preset != "auto":
+        return preset, "asked for with --preset"
+    if address:  # a cluster to join: ask it (the sweep joins it anyway)
+        import ray
+
+        start_ray(address)
+        gpus = ray.cluster_resources().get("GPU", 0)
+    else:  # a local Ray sees this machine's GPUs
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if gpus:
+        return "full", f"the Ray cluster has {gpus:g} GPU(s)"
+    return "laptop", "the Ray cluster has no GPU (--preset full runs the paper's scale anyway)"
 
 
 def new_plan(args: argparse.Namespace) -> SweepPlan:
     cfg = load_config(args.modality, args.preset, args.config, args.overrides)
     data_dir = args.data.resolve() if args.data else phantom_folder(cfg)
-    return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None)
+    return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None,
+                     preset=args.preset)
 
 
 def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dict]:
@@ -85,7 +109,8 @@ def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dic
               "--labels are ignored", file=sys.stderr)
     cfg = config_from_dict(record["config"], source=f"{storage}/{sweep_id}/sweep.json")
     labels = Path(record["labels"]) if record["labels"] else None
-    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, record["dataset_fingerprint"]), record
+    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, record["dataset_fingerprint"],
+                     record.get("preset", "")), record
 
 
 def phantom_folder(cfg: Config) -> Path:
@@ -113,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             plan, record = resumed_plan(args, storage)
             tracking_uri = args.tracking_uri or record["tracking_uri"]
         else:
+            args.preset, why = resolve_preset(args.preset, args.address)
+            print(f"preset: {args.preset} ({why})")
             plan = new_plan(args)
             tracking_uri = args.tracking_uri or default_tracking_uri(args.runs_dir.resolve())
         cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels)
@@ -142,6 +169,8 @@ def start_ray(address: str | None) -> None:
     """
     import ray
 
+    if ray.is_initialized():  # joined already, to see whether the cluster has GPUs
+        return
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
@@ -152,10 +181,12 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
               stages: list[str]) -> int:
     import ray
 
-    from orchestrator.report import markdown_table, utility_table, write_report
+    from orchestrator.report import conclusions, markdown_table, utility_table, write_report
     from orchestrator.stages import classify as classify_stage
     from orchestrator.stages import gan as gan_stage
     from orchestrator.stages import synth as synth_stage
+    from orchestrator.statistics import utility
+    from trainables.gan.evaluate import fid_floor
     from orchestrator.tracking import SweepTracker
 
     cfg, sweep_id = plan.config, plan.sweep_id
@@ -169,20 +200,26 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts",
                            spool=out_dir / "mlflow_spool")
     tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
-        "dataset_fingerprint": cohort.fingerprint, "preset": args.preset, "sweep_path": sweep_path,
+        "dataset_fingerprint": cohort.fingerprint, "preset": plan.preset, "sweep_path": sweep_path,
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
 
     start_ray(args.address)
     started = time.perf_counter()
-    sets, results = [], None
+    sets, results, summary = [], None, None
     try:
         arrays = cohort.as_arrays()
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
+        floor = fid_floor(dataclasses.asdict(cfg.gan), arrays)
+        tracker.log_sweep_figures({k: v for k, v in floor.items() if k != "fid_weights_sha256"},
+                                  tags={"fid_floor_weights_sha256": floor["fid_weights_sha256"]})
+        print(f"FID floor (real vs real, {floor['floor_images']} training-pool slices of {floor['floor_patients']} "
+              f"patients against the validation split): " + ", ".join(
+                  f"{k} {v:.4g}" for k, v in floor.items() if k.endswith("_floor")))
         callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric], storage)
         gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
-        table = gan_stage.ranking_table(gan_results, cfg.search.metric, storage)
+        table = gan_stage.with_floor(gan_stage.ranking_table(gan_results, cfg.search.metric, storage), floor)
         for path in gan_stage.write_tables(table, out_dir):
             tracker.log_sweep_file(path, "ranking")
         failed = sum(1 for r in gan_results if r.error is not None)
@@ -206,8 +243,11 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
             tuner = classify_stage.build_tuner(cfg, data_ref, refs, sweep_path, [tracker.classifier_callback()],
                                                resume=args.resume)
             results = classify_stage.results_table(tuner.fit())
+            if len(results):
+                summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
+                tracker.log_test_split(summary)
         report = write_report(out_dir, sweep_id, gan_stage.best_per_architecture(table) if len(table) else None,
-                              sets, results, TEST_NOTE)
+                              sets, results, summary, TEST_NOTE)
         for path in report:
             tracker.log_sweep_file(path, "report")
         for s in sets:  # the grids the report shows, at the same relative paths
@@ -220,10 +260,13 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     finally:
         ray.shutdown()
 
-    if results is not None and len(results):
-        print("stage 3 (real test split; mean ± 95 % CI over seeds; Δ against real only):")
-        print(markdown_table(utility_table(results)[["classifier", "arm", "accuracy", "roc_auc", "Δ accuracy",
-                                                      "Δ AUC"]].fillna("")))
+    if summary is not None:
+        print(f"stage 3 (real test split: {summary.cases.describe()}; patient-bootstrap 95 % intervals; Δ against "
+              "real only, p Holm-adjusted):")
+        columns = ["classifier", "arm", "accuracy", "AUC", "Δ AUC", "Δ AUC p (Holm)", "status"]
+        stage3 = utility_table(summary)
+        print(markdown_table(stage3[[c for c in columns if c in stage3]].fillna("")))
+        print("\n".join(conclusions(summary)))
     print(f"sweep {sweep_id} done in {time.perf_counter() - started:.0f} s")
     print(f"report:     {out_dir / 'report.md'} (and report.html)")
     hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""

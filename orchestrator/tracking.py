@@ -78,6 +78,21 @@ class SweepTracker:
     def classifier_callback(self) -> ClassifierTrialLogger:
         return ClassifierTrialLogger(self)
 
+    def log_sweep_figures(self, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+        """Sweep-wide figures on the parent run (the FID floor, the test split's size)."""
+        now = int(time.time() * 1000)
+        self.writes.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              tags=tags)
+
+    def log_test_split(self, summary) -> None:
+        """What every stage-3 figure rests on, on the parent run: test patients and slices per label."""
+        per = summary.cases.patients_per_label()
+        self.log_sweep_figures(
+            {"test_patients": summary.cases.n_patients, "test_slices": len(summary.cases.labels),
+             "test_patients_benign": per[0], "test_patients_malignant": per[1]},
+            tags={"test_split": summary.cases.describe(), "test_inference": summary.blocker or "yes",
+                  "degenerate_classifier_arms": str(sum(1 for a in summary.arms if a.degenerate))})
+
     def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
                       artifact_path: str) -> str:
         """A nested run for one stage output (a synthetic set): its params, figures and files."""
@@ -198,16 +213,19 @@ class ClassifierTrialLogger(ChildRunLogger):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.child_run(trial)
         if not result.get("final"):
-            self.log_metrics(run_id, result, {"train_loss", "val_auc"}, int(result.get("epoch", 0)))
+            self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
+                             int(result.get("epoch", 0)))
             return
         self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
-        self.writes.log_batch(run_id, tags={"init": str(result["init"]), "torch_threads": str(result["torch_threads"])})
+        self.writes.log_batch(run_id, tags={"init": str(result["init"]), "torch_threads": str(result["torch_threads"]),
+                                            "degenerate": result["degenerate"] or "no"})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")
             plot_roc({self.run_name(trial): result["test_roc"]}, folder / "roc.png")
             (folder / "test_predictions.json").write_text(json.dumps(
-                {"scores": result["test_scores"], "labels": result["test_labels"], "threshold": result["threshold"],
+                {"scores": result["test_scores"], "labels": result["test_labels"],
+                 "patients": result["test_patients"], "threshold": result["threshold"],
                  "confusion_matrix": result["test_confusion_matrix"], "roc": result["test_roc"]}))
             self.writes.log_artifacts(run_id, folder, "test")
 
@@ -221,7 +239,8 @@ GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
 RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id")
 CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
-                            "best_epoch", "threshold", "train_images", "synthetic_images"}
+                            "best_epoch", "threshold", "train_images", "synthetic_images", "held_out_images", "steps",
+                            "samples_seen"}
 
 
 def error_text(trial) -> str:

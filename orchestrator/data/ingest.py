@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config import DataConfig
-from orchestrator.data.cache import Cohort, cache_key, entry_path, load_cohort, save_cohort
+from orchestrator.data.cache import PREPROCESSING_FIELDS, Cohort, cache_key, entry_path, load_cohort, save_cohort
 from orchestrator.data.dicom import Rejected, Slice, read_slice
 from orchestrator.data.labels import LABEL_NAMES, LabelTable
-from orchestrator.data.split import SPLITS, split_patients
+from orchestrator.data.split import SPLITS, hold_out_training, split_patients
 
 
 class IngestError(RuntimeError):
@@ -144,7 +144,8 @@ def _assemble(data_dir: Path, accepted: list[tuple[Path, Slice, int]], table: La
     for _, item, label in accepted:
         patient_label[item.patient_id] = max(label, patient_label.get(item.patient_id, 0))
     # Split on the raw IDs (not the salted pseudonyms) so the split is the same on every machine.
-    assignment = split_patients(patient_label, cfg.split, cfg.seed)
+    assignment = hold_out_training(split_patients(patient_label, cfg.split, cfg.seed), patient_label,
+                                   cfg.train_fraction, cfg.seed)
     arrays = {
         "images": np.stack([item.image for _, item, _ in accepted]).astype(np.float16),
         "labels": np.array([label for _, _, label in accepted], np.int8),
@@ -153,7 +154,7 @@ def _assemble(data_dir: Path, accepted: list[tuple[Path, Slice, int]], table: La
     }
     meta = {
         "fingerprint": _content_fingerprint(data_dir, accepted),
-        "settings": {k: getattr(cfg, k) for k in ("modality", "size", "seed", "split", "ct_window", "pet_suv_max")},
+        "settings": {k: getattr(cfg, k) for k in PREPROCESSING_FIELDS},
         "patients": pseudonyms,
         "normalisation": dict(Counter(item.norm for _, item, _ in accepted)),
         "summary": _summary_rows(arrays),
@@ -195,6 +196,8 @@ def _summary_rows(arrays: dict[str, np.ndarray]) -> list[dict]:
     for s, split in enumerate(SPLITS):
         for label, name in LABEL_NAMES.items():
             mask = (arrays["split"] == s) & (arrays["labels"] == label)
+            if split == "held_out" and not (arrays["split"] == s).any():
+                continue  # data.train_fraction is 1: nothing held out
             rows.append({"split": split, "label": name, "slices": int(mask.sum()),
                          "patients": int(len(np.unique(arrays["patients"][mask])))})
     return rows
@@ -203,10 +206,13 @@ def _summary_rows(arrays: dict[str, np.ndarray]) -> list[dict]:
 def format_summary(cohort: Cohort) -> str:
     """The table `python -m orchestrator.ingest` prints."""
     meta = cohort.meta
-    lines = [f"{'split':<6} {'label':<10} {'slices':>7} {'patients':>9}"]
-    lines += [f"{r['split']:<6} {r['label']:<10} {r['slices']:>7} {r['patients']:>9}" for r in meta["summary"]]
+    lines = [f"{'split':<8} {'label':<10} {'slices':>7} {'patients':>9}"]
+    lines += [f"{r['split']:<8} {r['label']:<10} {r['slices']:>7} {r['patients']:>9}" for r in meta["summary"]]
     total = len(cohort.labels)
-    lines.append(f"{'all':<6} {'':<10} {total:>7} {len(meta['patients']):>9}")
+    lines.append(f"{'all':<8} {'':<10} {total:>7} {len(meta['patients']):>9}")
+    if "held_out" in {r["split"] for r in meta["summary"]}:
+        lines.append(f"held_out: training patients left out of all training (data.train_fraction "
+                     f"{meta['settings']['train_fraction']}); only stage 3's oracle arm uses them")
     norm = ", ".join(f"{n} slices {k}" for k, n in sorted(meta["normalisation"].items()))
     lines.append(f"normalisation: {norm}")
     if meta["rejected"]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "held_out")  # codes 0..3, as in trainables.cohort
 
 
 class SplitError(ValueError):
@@ -47,3 +47,22 @@ def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, i
         else:
             n_test -= 1
     return n_val, n_test
+
+
+def hold_out_training(assignment: dict[str, int], patient_labels: dict[str, int], fraction: float,
+                      seed: int) -> dict[str, int]:
+    """Keep a seeded, label-stratified `fraction` of the training patients (code 0); the others
+    become held out (code 3), left out of all training. Like the split, it depends only on the raw
+    patient keys, their labels, the fraction and the seed, so every machine draws the same patients.
+    At least one training patient of each label stays."""
+    if fraction >= 1:
+        return dict(assignment)
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: the split above does not move
+    result = dict(assignment)
+    for label in sorted(set(patient_labels.values())):
+        train = sorted(p for p, code in assignment.items() if code == 0 and patient_labels[p] == label)
+        keep = max(1, round(len(train) * fraction))
+        for rank, index in enumerate(rng.permutation(len(train))):
+            if rank >= keep:
+                result[train[index]] = 3
+    return result

@@ -2,8 +2,11 @@
 
 A Tune grid (Tune's basic variant generator, not a search) over classifier x arm x seed.
 Arms: `real`; `classic` (real + flips / small rotations); `synthetic:<set>:<ratio>` for each
-synthetic set and mixing ratio; and `tstr:<set>`, the train-synthetic-test-real proxy, for
-one small classifier. Each trial runs `trainables.classify.loop.fit_classifier`, with the same
+synthetic set and mixing ratio; `permuted:<set>:<ratio>`, the set at the largest ratio with
+its labels shuffled (a negative control); `oracle:<ratio>` when `data.train_fraction` < 1, real
+slices of the held-out training patients at each ratio (what a perfect generator could give);
+and `tstr:<set>`, the train-synthetic-test-real proxy, for one small classifier. Every arm of a
+classifier trains for the same number of optimiser steps (`trainables.classify.loop`). Each trial runs `trainables.classify.loop.fit_classifier`, with the same
 recipe for every arm, in its own process with resources from config (fractional GPUs
 allowed, so small trials share one).
 """
@@ -26,13 +29,20 @@ def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
     c = cfg.classify
     arm_ids = ["real"] + (["classic"] if c.classic else [])
     arm_ids += [f"synthetic:{name}:{ratio:g}" for name in set_names for ratio in c.ratios]
+    if c.permuted and c.ratios:
+        arm_ids += [f"permuted:{name}:{max(c.ratios):g}" for name in set_names]
+    if cfg.data.train_fraction < 1:
+        arm_ids += [f"oracle:{ratio:g}" for ratio in c.ratios]
     cells = [{"classifier": name, "arm_id": arm_id} for name in c.classifiers for arm_id in arm_ids]
     return cells + [{"classifier": c.tstr_classifier, "arm_id": f"tstr:{name}"} for name in set_names]
 
 
 def parse_arm(arm_id: str) -> dict:
-    """`synthetic:cgan-1a2b:0.5` -> {"arm": "synthetic", "set": "cgan-1a2b", "ratio": 0.5}."""
+    """`synthetic:cgan-1a2b:0.5` -> {"arm": "synthetic", "set": "cgan-1a2b", "ratio": 0.5};
+    `oracle:0.5` -> {"arm": "oracle", "set": "", "ratio": 0.5}."""
     kind, *rest = arm_id.split(":")
+    if kind == "oracle":
+        rest = ["", *rest]
     return {"arm": kind, "set": rest[0] if rest else "", "ratio": float(rest[1]) if len(rest) > 1 else 0.0}
 
 
@@ -76,6 +86,6 @@ def results_table(results: tune.ResultGrid) -> pd.DataFrame:
 
 
 FINAL_KEYS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "test_confusion_matrix",
-              "best_val_auc", "best_epoch", "threshold", "init", "train_images", "synthetic_images", "test_roc",
-              "test_scores", "test_labels")
+              "best_val_auc", "best_epoch", "threshold", "init", "train_images", "synthetic_images", "held_out_images",
+              "steps", "samples_seen", "degenerate", "test_roc", "test_scores", "test_labels", "test_patients")
 

@@ -119,6 +119,18 @@ def ranking_table(results: tune.ResultGrid, metric: str, storage: str) -> pd.Dat
     return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
 
 
+def with_floor(table: pd.DataFrame, floor: dict) -> pd.DataFrame:
+    """The ranking table with each FID-type figure's real-vs-real floor beside it, and FID minus floor
+    (how far a generator is from what a second real sample would score)."""
+    table = table.copy()
+    for key in ("fid", "kid_mean"):
+        if f"{key}_floor" in floor and key in table:
+            table.insert(table.columns.get_loc(key) + 1, f"{key}_floor", floor[f"{key}_floor"])
+    if "fid_floor" in table:
+        table.insert(table.columns.get_loc("fid_floor") + 1, "fid_minus_floor", table["fid"] - table["fid_floor"])
+    return table
+
+
 def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's Tables 1-2: the best checkpoint of each architecture (the table is sorted best first)."""
     return table.groupby("arch", sort=False).head(1).reset_index(drop=True)

@@ -84,3 +84,11 @@ def test_ratios_beyond_the_synthetic_set_size_are_refused_up_front():
     with pytest.raises(ConfigError, match="synth.size_factor"):
         load_config("pet", "smoke", overrides=["classify.ratios=[0.5, 2.0]"])
     assert load_config("pet", "smoke", overrides=["classify.ratios=[2.0]", "synth.size_factor=2"]).classify.ratios == [2.0]
+
+
+def test_the_laptop_preset_has_scarce_training_data_and_a_test_split_that_can_carry_claims():
+    laptop = load_config("pet", "laptop")
+    d, c = laptop.data, laptop.classify
+    assert d.train_fraction < 1 and d.size == 32 and len(c.seeds) >= 3
+    assert set(c.classifiers) == {"yolov8", "vgg16", "resnet", "mobilenet"} and len(c.ratios) == 2
+    assert d.phantom_patients * d.split[2] / 2 >= c.min_test_patients_per_label  # per label, in the test split

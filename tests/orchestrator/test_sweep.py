@@ -147,11 +147,19 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
 
     # stage 3: one run per classifier x arm x seed; the report shows the numbers MLflow holds
     _, _, classify_runs = sweep_runs(mlflow_server, tmp_path, stage="classify")
-    arms_per_classifier = 2 + len(synth_runs)  # real, classic, one synthetic ratio per set
+    arms_per_classifier = 2 + 2 * len(synth_runs)  # real, classic, one synthetic ratio and its permuted control per set
     assert len(classify_runs) == 2 * arms_per_classifier + len(synth_runs)  # + the TSTR proxy per set
+    # the smoke test split (3 patients) carries no inferential claim, and says so; the FID floor is recorded
+    assert "No inferential claim: the test split has" in report and "Holm" in report
+    assert parent.data.metrics["test_patients"] < 10 and parent.data.metrics["fid_floor"] > 0
+    assert "fid_floor" in report and "fid_minus_floor" in report
     n_test = None
     for run in classify_runs:
         assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
+        row = next(line for line in report.splitlines()
+                   if line.startswith(f"| {run.data.params['cell.classifier']} | {run.data.params['cell.arm_id']} |"))
+        assert run.data.tags["degenerate"] == "no" or "degenerate" in row  # a degenerate trial is named as such
+        assert run.data.metrics["samples_seen"] == run.data.metrics["steps"] * 16
         assert {"test/confusion_matrix.png", "test/roc.png", "test/test_predictions.json"} <= {
             a.path for a in client.list_artifacts(run.info.run_id, "test")}
         classifier, arm = run.data.params["cell.classifier"], run.data.params["cell.arm_id"]
@@ -161,7 +169,7 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
                                                                str(tmp_path / run.info.run_id))).read_text())
         n_test = n_test or len(predictions["labels"])
         assert len(predictions["labels"]) == n_test  # every arm is scored on the same real test slices
-        if arm.startswith("synthetic"):
+        if arm.startswith(("synthetic", "permuted")):
             assert run.data.metrics["synthetic_images"] > 0
         elif not arm.startswith("tstr"):
             assert run.data.metrics["synthetic_images"] == 0

@@ -4,16 +4,28 @@ Arms (`cfg["arm"]`):
     real          the real training split
     classic       the real training split with flips and small rotations
     synthetic     the real training split plus `ratio` x as many synthetic images (class-balanced)
+    permuted      as synthetic, with the synthetic images' labels shuffled: "more pictures" without
+                  "pictures that carry the label" (a negative control)
+    oracle        the real training split plus `ratio` x as many real slices of the held-out training
+                  patients (`data.train_fraction` < 1): what a perfect generator could give at best
     tstr          the whole synthetic set only: train-synthetic-test-real, a cheap utility proxy
 
-The recipe: AdamW, cosine schedule over `epochs`, early stopping on validation ROC-AUC
-(`patience` epochs), the best epoch's weights kept. The decision threshold is fixed on the
-validation split (Youden's J); the test split is scored once, at the end, with that model and
-threshold, and steers nothing. Validation and test sets are built from real slices only, and
-the provenance of every training image is checked before training starts.
+Equal training effort: every arm takes the same number of optimiser steps, `epochs` passes over
+the *real* training split's batches (samples seen = steps x batch size), whatever the size of its
+own training set; batches are drawn from reshuffled passes over the arm's set. So an arm with
+more images does not also get more training, and a difference between arms is one of data.
+
+The recipe: AdamW, cosine schedule over the steps, validation every `epochs`-th of them (a
+"round"), early stopping on validation ROC-AUC (`patience` rounds), the best round's weights
+kept. A round whose validation scores are degenerate (constant, or AUC not above chance) is
+never kept while a non-degenerate one exists; a run with none is reported `degenerate`. The
+decision threshold is fixed on the validation split (Youden's J); the test split is scored once,
+at the end, with that model and threshold, and steers nothing. Validation and test sets are
+built from real slices only, and the provenance of every training image is checked before
+training starts.
 
 `fit_classifier(cfg, data, synthetic, report)` runs anywhere: in a Tune trial, a test, or
-`reproduce`. `report(metrics)` is called once per epoch and once at the end.
+`reproduce`. `report(metrics)` is called once per round and once at the end.
 """
 from __future__ import annotations
 
@@ -28,10 +40,10 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc
 from torchvision.transforms.v2 import functional as TF
 
 from trainables.classify.models import build_classifier
-from trainables.cohort import TEST, TRAIN, VAL
-from trainables.metrics import classification_metrics
+from trainables.cohort import HELD_OUT, TEST, TRAIN, VAL
+from trainables.metrics import classification_metrics, degenerate_reason
 
-ARMS = ("real", "classic", "synthetic", "tstr")
+ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
 MAX_ROTATION_DEG = 10.0  # "small rotations" of the classic arm
 
 
@@ -45,19 +57,20 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     x_train, y_train, source = training_set(cfg, data, synthetic)
     x_val, y_val = real_split(data, VAL)
     x_test, y_test = real_split(data, TEST)
+    steps_per_round = math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / cfg["batch_size"])
     classifier = build_classifier(cfg["classifier"], cfg.get("weights", ""))
     model = classifier.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"] * steps_per_round)
+    batches = batch_indices(len(x_train), cfg["batch_size"], rng)
 
-    best = {"val_auc": math.nan, "epoch": 0, "state": None}
+    best = {"val_auc": math.nan, "epoch": 0, "state": None, "degenerate": "no round was evaluated"}
+    steps = 0
     for epoch in range(1, cfg["epochs"] + 1):
         model.train()
-        order = torch.randperm(len(x_train), generator=rng)
         loss_sum = torch.zeros(())
-        batches = range(0, len(order), cfg["batch_size"])
-        for start in batches:
-            idx = order[start:start + cfg["batch_size"]]
+        for _ in range(steps_per_round):
+            idx = next(batches)
             x = x_train[idx]
             if cfg["arm"] == "classic":
                 x = classic_augment(x, rng)
@@ -65,48 +78,94 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             loss_sum += loss.detach()
-        schedule.step()
+        steps += steps_per_round
 
         val_scores = predict(model, x_val, cfg["batch_size"])
         val_auc = auroc(val_scores, y_val)
-        report({"epoch": epoch, "train_loss": float(loss_sum) / len(batches), "val_auc": val_auc})
-        if best["state"] is None or val_auc > best["val_auc"]:
-            best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        elif epoch - best["epoch"] >= cfg["patience"]:
-            break  # early stopping on validation AUC
+        degenerate = degenerate_reason(val_scores, val_auc, "validation")
+        report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_round, "val_auc": val_auc,
+                "steps": steps, "val_degenerate": int(bool(degenerate))})
+        if better_candidate(val_auc, degenerate, best):
+            best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict()),
+                    "degenerate": degenerate}
+        elif not best["degenerate"] and epoch - best["epoch"] >= cfg["patience"]:
+            break  # early stopping on validation AUC (only once a non-degenerate round is kept)
 
     model.load_state_dict(best["state"])
     threshold = youden_threshold(predict(model, x_val, cfg["batch_size"]), y_val)
     test_scores = predict(model, x_test, cfg["batch_size"])
     test = classification_metrics(y_test, test_scores, threshold)
     fpr, tpr, _ = binary_roc(test_scores, y_test)
+    degenerate = best["degenerate"] or degenerate_reason(test_scores, test["roc_auc"], "test")
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
-        "init": classifier.init, "torch_threads": torch.get_num_threads(), "train_images": len(x_train), "synthetic_images": int((source > 0).sum()),
+        "init": classifier.init, "torch_threads": torch.get_num_threads(), "train_images": len(x_train),
+        "synthetic_images": int((source == SYNTHETIC).sum()), "held_out_images": int((source == HELD_OUT_REAL).sum()),
+        "steps": steps, "samples_seen": steps * cfg["batch_size"], "degenerate": degenerate,
         **{f"test_{key}": value for key, value in test.items()},
         "test_roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-        "test_scores": test_scores.tolist(), "test_labels": y_test.tolist(),  # for paired tests across arms
+        # per test slice, for the patient-level statistics across arms (patients are integer codes)
+        "test_scores": test_scores.tolist(), "test_labels": y_test.tolist(),
+        "test_patients": np.asarray(data["patients"])[np.asarray(data["split"]) == TEST].tolist(),
         "final": True,  # the last report: test figures (Tune reserves "done")
     }
     report(final)
     return final
 
 
+def better_candidate(val_auc: float, degenerate: str, best: dict) -> bool:
+    """Whether this round replaces the kept one: a non-degenerate round beats any degenerate one;
+    among rounds of the same kind, the higher validation AUC wins (the first kept is any round)."""
+    if best["state"] is None:
+        return True
+    if bool(degenerate) != bool(best["degenerate"]):
+        return not degenerate
+    return val_auc > best["val_auc"]
+
+
+def batch_indices(n: int, batch_size: int, rng: torch.Generator):
+    """Endless batches of indices into a set of n: reshuffled passes, the last short batch of a pass kept."""
+    while True:
+        order = torch.randperm(n, generator=rng)
+        yield from order.split(batch_size)
+
+
+REAL, SYNTHETIC, HELD_OUT_REAL = 0, 1, 2  # where a training image came from (`source`)
+
+
 def training_set(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None):
-    """Images [N, 1, S, S], labels [N] and source [N] (0 real, 1 synthetic) for this arm."""
+    """Images [N, 1, S, S], labels [N] and source [N] (REAL, SYNTHETIC or HELD_OUT_REAL) for this arm."""
     x_real, y_real = real_split(data, TRAIN)
     if cfg["arm"] in ("real", "classic"):
-        return x_real, y_real, torch.zeros(len(x_real), dtype=torch.long)
+        return x_real, y_real, torch.full((len(x_real),), REAL)
+    count = round(cfg["ratio"] * len(x_real))
+    if cfg["arm"] == "oracle":
+        x_add, y_add = balanced_take(held_out_set(data, cfg["seed"]), count, "held-out real")
+        return _join(x_real, y_real, x_add, y_add, HELD_OUT_REAL)
     if synthetic is None:
         raise ValueError(f"arm {cfg['arm']!r} needs a synthetic set")
     if cfg["arm"] == "tstr":  # the whole set, as generated (its class ratio included)
         x_syn = torch.from_numpy(np.asarray(synthetic["images"], np.float32)).unsqueeze(1)
         y_syn = torch.from_numpy(np.asarray(synthetic["labels"], np.int64))
-        return x_syn, y_syn, torch.ones(len(x_syn), dtype=torch.long)
-    x_syn, y_syn = balanced_take(synthetic, round(cfg["ratio"] * len(x_real)))
-    source = torch.cat([torch.zeros(len(x_real), dtype=torch.long), torch.ones(len(x_syn), dtype=torch.long)])
-    return torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn]), source
+        return x_syn, y_syn, torch.full((len(x_syn),), SYNTHETIC)
+    x_syn, y_syn = balanced_take(synthetic, count, "synthetic")
+    if cfg["arm"] == "permuted":  # same images, labels shuffled: the label is no longer in them
+        y_syn = y_syn[torch.randperm(len(y_syn), generator=torch.Generator().manual_seed(cfg["seed"]))]
+    return _join(x_real, y_real, x_syn, y_syn, SYNTHETIC)
+
+
+def _join(x_real, y_real, x_add, y_add, kind: int):
+    source = torch.cat([torch.full((len(x_real),), REAL), torch.full((len(x_add),), kind)])
+    return torch.cat([x_real, x_add]), torch.cat([y_real, y_add]), source
+
+
+def held_out_set(data: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The held-out training patients' real slices, in a seeded order (what the oracle arm draws from)."""
+    where = np.flatnonzero(np.asarray(data["split"]) == HELD_OUT)
+    where = where[np.random.default_rng(seed).permutation(len(where))]
+    return {"images": data["images"][where], "labels": data["labels"][where]}
 
 
 def real_split(data: Mapping[str, np.ndarray], code: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,14 +175,15 @@ def real_split(data: Mapping[str, np.ndarray], code: int) -> tuple[torch.Tensor,
     return images, torch.from_numpy(np.asarray(data["labels"][mask], np.int64))
 
 
-def balanced_take(synthetic: Mapping[str, np.ndarray], count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` synthetic images, half of each label (the set's order is its sampling order)."""
-    labels = np.asarray(synthetic["labels"])
+def balanced_take(pool: Mapping[str, np.ndarray], count: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` images of `pool`, half of each label (a synthetic set's order is its sampling order)."""
+    labels = np.asarray(pool["labels"])
     per_label = [np.flatnonzero(labels == label)[: count // 2 + (label < count % 2)] for label in (0, 1)]
     if sum(len(p) for p in per_label) < count:
-        raise ValueError(f"the synthetic set has {len(labels)} images; this arm needs {count}, half per label")
+        raise ValueError(f"the {what} set has {len(labels)} images ({int((labels == 1).sum())} malignant); this arm "
+                         f"needs {count}, half per label")
     keep = np.sort(np.concatenate(per_label))
-    images = torch.from_numpy(np.asarray(synthetic["images"][keep], np.float32)).unsqueeze(1)
+    images = torch.from_numpy(np.asarray(pool["images"][keep], np.float32)).unsqueeze(1)
     return images, torch.from_numpy(labels[keep].astype(np.int64))
 
 

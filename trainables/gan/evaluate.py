@@ -11,12 +11,15 @@ the class-matched pairing, FID and KID, and MS-SSIM among the generated images (
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from trainables.cohort import HELD_OUT, TRAIN, VAL
 from trainables.metrics import (
     extract_features,
     fid_kid_from_features,
@@ -59,6 +62,12 @@ class GanEvaluator:
             "ms_ssim": ms_ssim_diversity(fake, seed=self.seed),
         }
 
+    def score_real(self, images: torch.Tensor) -> dict:
+        """FID / KID of real images [N, 1, S, S] against the validation split, exactly as `evaluate`
+        scores generated ones: the real-vs-real floor when they come from other patients."""
+        features = extract_features(images, self.extractor, self.device)
+        return fid_kid_from_features(features, self.val_features, self.extractor, seed=self.seed)
+
     def not_evaluated(self) -> dict:
         """The keys of `evaluate`, every figure NaN: for a run that stopped before it could be
         evaluated. Every report then carries the same metrics (Tune's schedulers require it),
@@ -71,6 +80,38 @@ class GanEvaluator:
         noise = self.fixed_noise(GRID_PER_LABEL).repeat(self.num_classes, 1)
         labels = torch.arange(self.num_classes).repeat_interleave(GRID_PER_LABEL)
         save_image(self.generate(generator, noise, labels), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)
+
+
+def validation_evaluator(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device | str) -> GanEvaluator:
+    """The evaluator of a trial with settings `cfg` (eval_images, latent_dim, seed, fid_weights)."""
+    val = data["split"] == VAL
+    images = torch.from_numpy(np.asarray(data["images"][val], np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(np.asarray(data["labels"][val], np.int64))
+    return GanEvaluator(images, labels, num_images=cfg["eval_images"], latent_dim=cfg["latent_dim"],
+                        seed=cfg["seed"], fid_weights=cfg["fid_weights"], device=device,
+                        num_classes=cfg.get("num_classes", 2))
+
+
+def fid_floor(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> dict:
+    """The real-vs-real floor of a trial's FID-type metrics: what a generator that drew real slices
+    of the training distribution would score.
+
+    `eval_images` real slices (class-balanced, seeded) of training-pool patients (train and held
+    out: patient-disjoint from validation) are scored against the validation split with the same
+    extractor, features and KID subsets as a trial's evaluation. Keys: each FID / KID key with
+    `_floor`, plus `floor_images` and `floor_patients` (fewer images when the pool is smaller).
+    """
+    evaluator = validation_evaluator(cfg, data, device)
+    pool = np.flatnonzero(np.isin(np.asarray(data["split"]), (TRAIN, HELD_OUT)))
+    rng = np.random.default_rng(cfg["seed"])
+    labels = np.asarray(data["labels"])[pool]
+    per_label = [rng.permutation(pool[labels == label])[: cfg["eval_images"] // 2] for label in (0, 1)]
+    chosen = np.sort(np.concatenate(per_label))
+    images = torch.from_numpy(np.asarray(data["images"][chosen], np.float32)).unsqueeze(1)
+    scores = evaluator.score_real(images)
+    floor = {f"{key}_floor": value for key, value in scores.items() if key != "fid_weights_sha256"}
+    return {**floor, "floor_images": len(chosen), "floor_patients": len(np.unique(np.asarray(data["patients"])[chosen])),
+            "fid_weights_sha256": scores["fid_weights_sha256"]}
 
 
 @torch.no_grad()

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.cohort import TRAIN, VAL
-from trainables.gan.evaluate import GanEvaluator
+from trainables.cohort import TRAIN
+from trainables.gan.augment import diff_augment
+from trainables.gan.evaluate import validation_evaluator
 from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient_penalty
 from trainables.gan.models import build_gan, ema_update
 from trainables.gan.replay import ReplayBuffer
@@ -84,8 +85,9 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     # Generator output is tanh, so real images are scaled from [0, 1] to [-1, 1] to match.
     x_train = torch.from_numpy(np.asarray(data["images"][train], np.float32)).unsqueeze(1).to(device) * 2 - 1
     y_train = torch.from_numpy(np.asarray(data["labels"][train], np.int64)).to(device)
-    evaluator = _make_evaluator(cfg, data, device) if rank == 0 else None
+    evaluator = validation_evaluator(cfg, data, device) if rank == 0 else None
     num_classes = cfg.get("num_classes", 2)
+    augment = diff_augment(cfg.get("diffaugment", ""))  # what the critic sees: real and fake alike
     batch = cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(x_train) / (batch * world_size)))
     metrics: dict = {}
@@ -103,12 +105,13 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                 with torch.no_grad(), autocast:
                     fake = generator(z, labels).float()
                 seen_fake, seen_labels = replay.mix(fake, labels, cfg["replay_ratio"], data_rng)
+                real_in, seen_in = augment(real), augment(seen_fake)
                 with autocast:  # one critic forward for real and fake: one DDP all-reduce
-                    scores, logits = critic_ddp(torch.cat([real, seen_fake]), torch.cat([labels, seen_labels]))
+                    scores, logits = critic_ddp(torch.cat([real_in, seen_in]), torch.cat([labels, seen_labels]))
                 real_scores, fake_scores = scores.float().split(batch)
                 # The penalty pairs each real image with a fresh fake of the same label (the
                 # dcgan critic is per label) and runs in fp32: it differentiates twice.
-                gp = gradient_penalty(lambda x, y: critic(x, y)[0], real, fake, labels, cfg["gp_lambda"])
+                gp = gradient_penalty(lambda x, y: critic(x, y)[0], real_in, augment(fake), labels, cfg["gp_lambda"])
                 loss_d = critic_loss(real_scores, fake_scores) + gp
                 if logits is not None:  # AC-GAN: the class head learns from real and fake
                     loss_d = loss_d + cfg["ac_weight"] * ac_loss(logits, torch.cat([labels, seen_labels]))
@@ -123,7 +126,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this step
             with autocast:
                 fake = generator_ddp(z, labels)
-                scores, logits = critic(fake, labels)
+                scores, logits = critic(augment(fake), labels)
                 loss_g = generator_loss(scores) + cfg["ac_weight"] * ac_loss(logits, labels)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -214,15 +217,6 @@ def train_gan_worker(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _make_evaluator(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device) -> GanEvaluator:
-    val = data["split"] == VAL
-    images = torch.from_numpy(np.asarray(data["images"][val], np.float32)).unsqueeze(1)
-    labels = torch.from_numpy(np.asarray(data["labels"][val], np.int64))
-    return GanEvaluator(images, labels, num_images=cfg["eval_images"], latent_dim=cfg["latent_dim"],
-                        seed=cfg["seed"], fid_weights=cfg["fid_weights"], device=device,
-                        num_classes=cfg.get("num_classes", 2))
 
 
 def _divergence(metrics: Mapping[str, float], cfg: Mapping) -> str:

@@ -13,7 +13,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless, generate_uid
 
-from orchestrator.data.ingest import IngestError, ingest
+from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.split import SPLITS
 from orchestrator.ingest import main as ingest_main
 
@@ -277,10 +277,23 @@ def test_split_keeps_each_patient_in_one_set_with_both_labels_everywhere(phantom
     cohort = ingest(phantom_dir, data_cfg)
     for patient in np.unique(cohort.patients):
         assert len(np.unique(cohort.split[cohort.patients == patient])) == 1
-    for s, name in enumerate(SPLITS):
+    for s, name in enumerate(SPLITS[:3]):  # train, val, test; nothing is held out by default
         assert set(cohort.labels[cohort.split == s]) == {0, 1}, name
+    assert not (cohort.split == SPLITS.index("held_out")).any()
     images, labels = cohort.subset("val")
     assert len(images) == len(labels) == int((cohort.split == 1).sum())
+
+
+def test_train_fraction_holds_out_training_patients_and_moves_no_other(phantom_dir, data_cfg, capsys):
+    full = ingest(phantom_dir, data_cfg)
+    scarce = ingest(phantom_dir, replace(data_cfg, train_fraction=0.5))
+    assert scarce.path != full.path  # a setting of the cache key
+    held, train = SPLITS.index("held_out"), SPLITS.index("train")
+    assert set(scarce.labels[scarce.split == held]) == {0, 1}
+    np.testing.assert_array_equal(scarce.split[full.split != train], full.split[full.split != train])
+    assert set(np.unique(scarce.split[full.split == train])) == {train, held}
+    print(format_summary(scarce))
+    assert "held_out: training patients left out of all training (data.train_fraction 0.5)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- privacy

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.data.split import SplitError, split_patients
+from orchestrator.data.split import SplitError, hold_out_training, split_patients
 
 FRACTIONS = (0.7, 0.2, 0.1)
 
@@ -71,3 +71,20 @@ def test_split_sizes_follow_the_fractions(cohort, seed):
 def test_two_patients_of_a_label_is_a_clear_error():
     with pytest.raises(SplitError, match="only 2 patient"):
         split_patients({"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}, FRACTIONS, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cohort=cohorts(), seed=st.integers(0, 2**32 - 1), fraction=st.floats(0.05, 0.95))
+def test_train_fraction_holds_out_training_patients_only_stratified_and_independent_of_order(cohort, seed, fraction):
+    split = split_patients(cohort, FRACTIONS, seed)
+    kept = hold_out_training(split, cohort, fraction, seed)
+    assert {p for p, c in kept.items() if c in (1, 2)} == {p for p, c in split.items() if c in (1, 2)}
+    assert all(kept[p] == split[p] for p in split if split[p] in (1, 2))  # validation and test never move
+    for label in (0, 1):
+        train = [p for p in split if split[p] == 0 and cohort[p] == label]
+        stays = [p for p in train if kept[p] == 0]
+        assert len(stays) == max(1, round(len(train) * fraction))
+        assert all(kept[p] == 3 for p in train if p not in stays)
+    shuffled = dict(random.Random(seed).sample(list(cohort.items()), len(cohort)))
+    assert hold_out_training(split_patients(shuffled, FRACTIONS, seed), shuffled, fraction, seed) == kept
+    assert hold_out_training(split, cohort, 1.0, seed) == split

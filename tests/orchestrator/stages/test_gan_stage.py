@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import ray
+import torch
 
 from orchestrator.config import SearchConfig, load_config
 from orchestrator.stages.gan import gpus_per_worker
@@ -28,3 +29,11 @@ def test_unset_gpus_follow_the_cluster_and_a_set_value_wins(ray_with_a_gpu):
 def test_gpus_per_worker_reads_from_the_command_line():
     assert load_config("pet", "smoke", overrides=["search.gpus_per_worker=0.5"]).search.gpus_per_worker == 0.5
     assert load_config("pet", "smoke", overrides=["search.gpus_per_worker=null"]).search.gpus_per_worker is None
+
+
+def test_auto_preset_is_full_on_a_cluster_with_gpus_and_laptop_without(ray_with_a_gpu):
+    from orchestrator.sweep import resolve_preset
+
+    assert resolve_preset("auto", "auto") == ("full", "the Ray cluster has 1 GPU(s)")  # joins the running one
+    assert resolve_preset("smoke", "auto") == ("smoke", "asked for with --preset")
+    assert resolve_preset("auto", None)[0] == ("full" if torch.cuda.is_available() else "laptop")

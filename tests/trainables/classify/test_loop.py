@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
-from trainables.classify.loop import balanced_take, fit_classifier, training_set
-from trainables.cohort import TEST, TRAIN
+from trainables.classify.loop import SYNTHETIC, HELD_OUT_REAL, balanced_take, better_candidate, fit_classifier, training_set
+from trainables.cohort import HELD_OUT, TEST, TRAIN
 
 
 def recipe(**changes) -> dict:
@@ -63,4 +63,55 @@ def test_train_synthetic_test_real_uses_no_real_training_image(smoke_arrays, syn
 
 def test_a_set_too_small_for_the_ratio_is_an_error(synthetic):
     with pytest.raises(ValueError, match="needs 100"):
-        balanced_take(synthetic, 100)
+        balanced_take(synthetic, 100, "synthetic")
+
+
+def test_every_arm_takes_the_same_optimiser_steps_whatever_its_training_set(smoke_arrays, synthetic):
+    n_train = int((smoke_arrays["split"] == TRAIN).sum())
+    runs = {arm: fit_classifier(recipe(arm=arm, ratio=1.0, epochs=2, patience=5), smoke_arrays, synthetic,
+                                lambda m: None) for arm in ("real", "synthetic", "tstr")}
+    assert runs["synthetic"]["train_images"] == 2 * n_train
+    steps = 2 * -(-n_train // 16)  # two passes over the real split's batches of 16
+    assert {r["steps"] for r in runs.values()} == {steps}
+    assert {r["samples_seen"] for r in runs.values()} == {steps * 16}
+
+
+@pytest.fixture(scope="module")
+def scarce(smoke_arrays) -> dict:
+    """The smoke cohort with every other training patient held out (as data.train_fraction 0.5 would)."""
+    split = smoke_arrays["split"].copy()
+    train_patients = np.unique(smoke_arrays["patients"][split == TRAIN])
+    split[(split == TRAIN) & np.isin(smoke_arrays["patients"], train_patients[::2])] = HELD_OUT
+    return {**smoke_arrays, "split": split}
+
+
+def test_held_out_patients_enter_only_the_oracle_arm_at_the_asked_ratio(scarce, synthetic):
+    held = scarce["split"] == HELD_OUT
+    n_train = int((scarce["split"] == TRAIN).sum())
+    x, y, source = training_set(recipe(arm="real"), scarce, None)
+    assert len(x) == n_train and not bool((source != 0).any())
+    x, y, source = training_set(recipe(arm="oracle", ratio=0.5), scarce, None)
+    added = x[source == HELD_OUT_REAL, 0].numpy()
+    assert len(added) == round(0.5 * n_train) and abs(int(y[source == HELD_OUT_REAL].sum()) * 2 - len(added)) <= 1
+    pool = np.asarray(scarce["images"][held], np.float32)
+    assert all(np.any(np.all(pool == image, axis=(1, 2))) for image in added)  # every one a held-out slice
+    x, _, source = training_set(recipe(arm="synthetic", ratio=0.5), scarce, synthetic)
+    assert int((source == SYNTHETIC).sum()) == round(0.5 * n_train)
+
+
+def test_the_permuted_arm_has_the_synthetic_images_with_their_labels_shuffled(smoke_arrays):
+    size = smoke_arrays["images"].shape[-1]
+    labels = np.tile([0, 1], 40)
+    marked = {"images": labels[:, None, None] * np.ones((80, size, size), np.float32), "labels": labels}
+    x, y, source = training_set(recipe(arm="permuted", ratio=0.5), smoke_arrays, marked)
+    image_says = x[source == SYNTHETIC].flatten(1)[:, 0].long()  # each image shows its true label
+    assert 0.3 < float((image_says == y[source == SYNTHETIC]).float().mean()) < 0.7
+    assert sorted(image_says.tolist()) == sorted(y[source == SYNTHETIC].tolist())  # same label counts
+
+
+def test_a_degenerate_round_is_never_kept_over_a_non_degenerate_one():
+    kept = {"state": {}, "val_auc": 0.9, "degenerate": "constant validation scores"}
+    assert better_candidate(0.6, "", kept)
+    assert not better_candidate(0.45, "validation AUC 0.450 not above chance", {**kept, "degenerate": ""})
+    assert better_candidate(0.95, "", {**kept, "degenerate": ""}) and not better_candidate(0.5, "", {**kept,
+                                                                                                    "degenerate": ""})

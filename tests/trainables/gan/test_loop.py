@@ -58,7 +58,7 @@ def assert_same_tensors(a, b, where: str = "") -> None:
 @pytest.mark.slow
 def test_resumed_run_continues_exactly_as_an_uninterrupted_one(smoke_arrays, tmp_path):
     cfg = gan_config(arch="cgan", epochs=4, eval_every=2, eval_images=8, g_channels=8, d_channels=8,
-                     replay_size=64, replay_ratio=0.5, n_critic=2)
+                     replay_size=64, replay_ratio=0.5, n_critic=2, diffaugment="color,translation,cutout")
     straight = Recorder(tmp_path / "straight")
     fit(cfg, smoke_arrays, straight)
 

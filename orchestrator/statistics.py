@@ -1,0 +1,358 @@
+"""What a stage-3 figure rests on: patients, seeds, and the comparisons a sweep makes.
+
+Slices of one patient are not independent cases, so every interval and p-value here comes
+from a **patient-level (cluster) bootstrap** of the test split: each draw resamples the test
+patients with replacement (all of a patient's slices go together), and a metric is recomputed
+on the drawn patients for every seed and averaged over seeds. Seed-to-seed variation (training
+randomness) is then added as a Student t term whose variance is the between-seed variance net of
+the patient x seed part the patient draws already hold (`Resampling.combine`); with one seed
+there is no seed term, and the report says so. A paired difference (an arm minus real-only,
+same classifier) is taken seed by seed on the same drawn patients, so it keeps the pairing
+that makes it sensitive.
+
+Estimates are the seed mean of each metric on the whole test split; intervals are the
+percentile interval of the draws; a two-sided p-value is twice the smaller tail share of the
+draws beyond zero, (k + 1) / (B + 1) so that it is never 0. The family of a sweep's
+comparisons is corrected with Holm's step-down method.
+
+Degenerate classifiers (constant scores, chance-level validation: `degenerate_reason` in
+`trainables.metrics`, which the training loop applies too) carry figures but no p-value and
+are left out of the family; a test split with too few patients per label carries figures
+only (`inference_blocker`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
+
+from trainables.metrics import degenerate_reason
+
+DRAWS = 2000
+CONFIDENCE = 0.95
+METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
+RESAMPLED = ("test patients resampled with replacement (cluster bootstrap, {draws} draws, seeded), plus the "
+             "seed-to-seed variation (between-seed variance net of the patient x seed part, as a Student t term "
+             "with seeds - 1 degrees of freedom); "
+             "differences paired by classifier, seed and drawn patients")
+
+
+@dataclass(frozen=True)
+class Cases:
+    """The real test slices every arm is scored on: label and patient (an integer code) per slice."""
+    labels: np.ndarray  # [n] 0 / 1
+    patients: np.ndarray  # [n] patient code
+
+    @classmethod
+    def of(cls, labels, patients) -> Cases:
+        labels, patients = np.asarray(labels, np.int64), np.asarray(patients)
+        if labels.shape != patients.shape:
+            raise ValueError(f"{len(labels)} test labels but {len(patients)} patient codes: need one per slice")
+        return cls(labels, np.unique(patients, return_inverse=True)[1].reshape(-1))
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.patients.max()) + 1 if len(self.patients) else 0
+
+    def patients_per_label(self) -> dict[int, int]:
+        return {label: len(np.unique(self.patients[self.labels == label])) for label in (0, 1)}
+
+    def describe(self) -> str:
+        per = self.patients_per_label()
+        return (f"{self.n_patients} test patients ({per[0]} benign, {per[1]} malignant), "
+                f"{len(self.labels)} slices")
+
+
+def inference_blocker(cases: Cases, min_patients_per_label: int) -> str:
+    """Why this test split carries no inferential claim ('' when it can)."""
+    per = cases.patients_per_label()
+    if min(per.values()) < min_patients_per_label:
+        return (f"the test split has {per[0]} benign and {per[1]} malignant patients, fewer than "
+                f"{min_patients_per_label} per label (classify.min_test_patients_per_label): figures only, no "
+                "intervals, p-values or conclusions")
+    return ""
+
+
+# --- Metrics of one seed on weighted patients ------------------------------------------------------
+
+def patient_weights(n_patients: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """[draws, P] how often each patient is drawn when P patients are resampled with replacement."""
+    return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=draws).astype(np.float64)
+
+
+def weighted_metrics(cases: Cases, scores: np.ndarray, threshold: float, weights: np.ndarray) -> dict:
+    """Each metric of one seed's test scores, for each row of patient `weights` [B, P]: {metric: [B]}.
+
+    Everything is summed per patient first (counts, and the Mann-Whitney kernel between one
+    patient's positive slices and another's negative slices), so a draw costs P x P, not n x n.
+    """
+    scores = np.asarray(scores, np.float64)
+    one_hot = np.zeros((len(scores), cases.n_patients))
+    one_hot[np.arange(len(scores)), cases.patients] = 1.0
+    pos, neg = cases.labels == 1, cases.labels == 0
+    predicted = scores >= threshold
+    per_patient = {name: mask.astype(np.float64) @ one_hot for name, mask in {
+        "pos": pos, "neg": neg, "tp": pos & predicted, "tn": neg & ~predicted}.items()}
+    # psi(x, y) = 1 if x > y, 1/2 if equal, over positive x and negative y, summed per patient pair
+    psi = (scores[pos, None] > scores[None, neg]) + 0.5 * (scores[pos, None] == scores[None, neg])
+    kernel = one_hot[pos].T @ psi @ one_hot[neg]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_pos, n_neg = weights @ per_patient["pos"], weights @ per_patient["neg"]
+        tp, tn = weights @ per_patient["tp"], weights @ per_patient["tn"]
+        return {"roc_auc": np.einsum("bp,pq,bq->b", weights, kernel, weights) / (n_pos * n_neg),
+                "accuracy": (tp + tn) / (n_pos + n_neg), "sensitivity": tp / n_pos, "specificity": tn / n_neg}
+
+
+# --- Arms and paired differences --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float  # seed mean on the whole test split
+    low: float
+    high: float
+    p: float  # two-sided, against 0 (a difference); nan for an arm's own metric
+
+    def interval(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.value:.3f}" if not math.isnan(self.value) else "n/a"
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """One set of draws shared by every arm of a sweep: the pairing of differences rests on it."""
+    weights: np.ndarray  # [B, P] patient counts per draw
+    seed_t: np.ndarray  # [B] Student t draws (S - 1 degrees of freedom) for the seed term
+    n_seeds: int
+
+    @classmethod
+    def draw(cls, cases: Cases, n_seeds: int, draws: int = DRAWS, seed: int = 0) -> Resampling:
+        rng = np.random.default_rng(seed)
+        weights = patient_weights(cases.n_patients, draws, rng)
+        return cls(weights, rng.standard_t(max(1, n_seeds - 1), draws), n_seeds)
+
+    def combine(self, point: np.ndarray, per_seed: np.ndarray) -> np.ndarray:
+        """[B] draws of the seed mean: its patient-bootstrap draws `per_seed` [B, S] plus a seed term.
+
+        The spread of the S seeds' `point` values [S] on the whole split holds the seed effect
+        and a patient x seed part that the patient draws already carry; the latter is estimated
+        from the draws (method of moments: a single seed's draw variance minus that of the mean,
+        times S / (S - 1)) and taken off, so no source of variation is counted twice. The seed
+        term is Student t with S - 1 degrees of freedom: a variance from 3 seeds is itself
+        uncertain, and a normal term would make the intervals too short when seeds dominate.
+        """
+        mean = np.nanmean(per_seed, axis=1)
+        n_seeds = per_seed.shape[1]
+        if n_seeds != self.n_seeds:
+            raise ValueError(f"these draws were made for {self.n_seeds} seeds, not {n_seeds}")
+        if n_seeds < 2:
+            return mean
+        single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
+        interaction = max(0.0, single - float(np.nanvar(mean))) * n_seeds / (n_seeds - 1)
+        seed_var = max(0.0, float(np.var(point, ddof=1)) - interaction)
+        return mean + self.seed_t * math.sqrt(seed_var / n_seeds)
+
+
+def metric_draws(cases: Cases, scores: np.ndarray, thresholds: np.ndarray, resampling: Resampling) -> dict:
+    """{metric: [B, S]} for one arm's S seeds (scores [S, n], thresholds [S])."""
+    per_seed = [weighted_metrics(cases, s, t, resampling.weights) for s, t in zip(scores, thresholds)]
+    return {m: np.stack([d[m] for d in per_seed], axis=1) for m in METRICS}
+
+
+def point_values(cases: Cases, scores: np.ndarray, thresholds: np.ndarray) -> dict:
+    """{metric: [S]} on the whole test split."""
+    ones = np.ones((1, cases.n_patients))
+    return {m: np.array([weighted_metrics(cases, s, t, ones)[m][0] for s, t in zip(scores, thresholds)])
+            for m in METRICS}
+
+
+def estimate(point: np.ndarray, draws: np.ndarray, resampling: Resampling, difference: bool = False,
+             with_p: bool = False) -> Estimate:
+    """Seed-mean `point` [S] with the percentile interval (and a p-value against 0) of `draws` [B, S].
+
+    Every metric here is a rate in [0, 1] (a difference of two in [-1, 1]); the heavy-tailed seed
+    term of few seeds can reach past that, so the interval is clipped to the possible range."""
+    combined = resampling.combine(point, draws)
+    combined = combined[~np.isnan(combined)]
+    value = float(np.nanmean(point))
+    if len(combined) == 0:
+        return Estimate(value, math.nan, math.nan, math.nan)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.clip(np.quantile(combined, [tail, 1 - tail]), -1.0 if difference else 0.0, 1.0)
+    p = bootstrap_p(combined) if with_p else math.nan
+    return Estimate(value, float(low), float(high), p)
+
+
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of 'the difference is 0': never below 2 / (B + 1)."""
+    below, above = int((draws <= 0).sum()), int((draws >= 0).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(draws) + 1))
+
+
+# --- Multiplicity -----------------------------------------------------------------------------------
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (nan stays nan and is not counted in the family)."""
+    p = np.asarray(p_values, np.float64)
+    adjusted = np.full(len(p), math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+# --- Patient-level DeLong ----------------------------------------------------------------------------
+
+def patient_scores(cases: Cases, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One score per (patient, label) unit: the mean P(malignant) over its slices; and the unit labels."""
+    units = cases.patients * 2 + cases.labels
+    keys, inverse = np.unique(units, return_inverse=True)
+    totals = np.bincount(inverse, weights=np.asarray(scores, np.float64))
+    return totals / np.bincount(inverse), keys % 2
+
+
+def delong_test(y_true, scores_a, scores_b) -> dict:
+    """DeLong's test for two correlated ROC-AUCs (same cases, two models): both AUCs and the p-value.
+
+    The fast form (Sun & Xu 2014): each AUC's structural components over positives and
+    negatives give the 2 x 2 covariance of the AUC pair; z = (a - b) / sd(a - b), two-sided.
+    When that variance vanishes (e.g. a perfect model against a constant one) the test is
+    undefined, and p is nan: a zero variance is no evidence.
+    """
+    y = np.asarray(y_true).astype(bool)
+    scores = np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)])
+    pos, neg = scores[:, y], scores[:, ~y]
+    m, n = pos.shape[1], neg.shape[1]
+    if m < 2 or n < 2:
+        return {"auc_a": math.nan, "auc_b": math.nan, "p": math.nan}
+    psi = (pos[:, :, None] > neg[:, None, :]) + 0.5 * (pos[:, :, None] == neg[:, None, :])
+    v10, v01 = psi.mean(2), psi.mean(1)
+    auc = v10.mean(1)
+    cov = np.cov(v10) / m + np.cov(v01) / n
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    if var <= 1e-15:
+        p = 1.0 if np.isclose(auc[0], auc[1]) else math.nan
+    else:
+        p = float(2 * scipy.stats.norm.sf(abs(auc[0] - auc[1]) / math.sqrt(var)))
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "p": p}
+
+
+# --- A sweep's stage-3 comparisons ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One classifier x arm over its seeds: figures, the difference to real-only, and what they may claim."""
+    classifier: str
+    arm_id: str
+    seeds: tuple[int, ...]
+    metrics: dict  # metric -> Estimate
+    deltas: dict  # metric -> Estimate against real-only (empty for real-only itself)
+    degenerate: str  # why this arm (or its real-only baseline) carries no claim, '' when it can
+    delong_p: float = math.nan  # patient-level DeLong on seed-mean scores, against real-only
+    holm_p: float = math.nan  # the Δ AUC p-value, Holm-adjusted across the sweep's family
+
+
+@dataclass(frozen=True)
+class Utility:
+    cases: Cases
+    arms: list[ArmSummary]
+    blocker: str  # why the whole test split carries no inferential claim ('' when it can)
+    draws: int
+
+    def method(self) -> str:
+        seeds = {len(a.seeds) for a in self.arms}
+        one_seed = " With one seed, seed-to-seed variation is not in the intervals." if seeds == {1} else ""
+        return (f"Every figure rests on {self.cases.describe()} and the seeds listed per row. Intervals are "
+                f"{CONFIDENCE:.0%} percentile intervals and p-values two-sided, from "
+                + RESAMPLED.format(draws=self.draws) + f". {self.family()} DeLong is run on one score per patient "
+                "(the mean P(malignant) over the patient's slices, averaged over seeds)." + one_seed)
+
+    def family(self) -> str:
+        n = self.family_size()
+        if not n:
+            return "No comparison here carries a p-value (see the status column and the notes)."
+        return (f"The Δ AUC p-values are Holm-corrected across the {n} comparison(s) with real only in this sweep "
+                "(degenerate arms excluded).")
+
+    def family_size(self) -> int:
+        return sum(1 for a in self.arms if not math.isnan(a.holm_p))
+
+
+def utility(results, min_patients_per_label: int, draws: int = DRAWS, seed: int = 0) -> Utility:
+    """Every classifier x arm of `results` (one row per trial: classifier, arm_id, seed, threshold,
+    test_scores, test_labels, test_patients, degenerate) against its real-only arm."""
+    first = results.iloc[0]
+    cases = Cases.of(first.test_labels, first.test_patients)
+    blocker = inference_blocker(cases, min_patients_per_label)
+    arms = []
+    for (classifier, arm_id), group in results.groupby(["classifier", "arm_id"], sort=False):
+        baseline = results[(results.classifier == classifier) & (results.arm_id == "real")]
+        arms.append(_summarise(cases, group, baseline, arm_id == "real", blocker, draws, seed))
+    adjusted = holm([a.deltas["roc_auc"].p if a.deltas else math.nan for a in arms])
+    arms = [dataclasses.replace(a, holm_p=p) for a, p in zip(arms, adjusted)]
+    return Utility(cases, arms, blocker, draws)
+
+
+def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, draws: int,
+               seed: int) -> ArmSummary:
+    for row in group.itertuples():
+        _check_same_cases(cases, row)
+    seeds = sorted(set(group.seed) if is_baseline else set(group.seed) & set(baseline.seed))
+    degenerate, base_degenerate = _degenerate(group), _degenerate(baseline)
+    if not is_baseline and base_degenerate and not degenerate:
+        degenerate = f"its real-only baseline is degenerate ({base_degenerate})"
+    if not seeds:  # no paired real-only run: report the arm alone
+        seeds = sorted(set(group.seed))
+        baseline = baseline.iloc[0:0]
+    scores, thresholds = _seed_scores(group, seeds)
+    resampling = Resampling.draw(cases, len(seeds), draws, seed)
+    claims = not blocker
+    drawn = metric_draws(cases, scores, thresholds, resampling)
+    point = point_values(cases, scores, thresholds)
+    metrics = {m: estimate(point[m], drawn[m], resampling) if claims else
+               Estimate(float(np.nanmean(point[m])), math.nan, math.nan, math.nan) for m in METRICS}
+    deltas, delong_p = {}, math.nan
+    if not is_baseline and len(baseline):
+        base_scores, base_thresholds = _seed_scores(baseline, seeds)
+        base_drawn = metric_draws(cases, base_scores, base_thresholds, resampling)
+        base_point = point_values(cases, base_scores, base_thresholds)
+        testable = claims and not degenerate
+        deltas = {m: estimate(point[m] - base_point[m], drawn[m] - base_drawn[m], resampling, difference=True,
+                              with_p=testable)
+                  if claims else Estimate(float(np.nanmean(point[m] - base_point[m])), math.nan, math.nan, math.nan)
+                  for m in METRICS}
+        if testable:
+            arm_patient, labels = patient_scores(cases, scores.mean(0))
+            base_patient, _ = patient_scores(cases, base_scores.mean(0))
+            delong_p = delong_test(labels, arm_patient, base_patient)["p"]
+    return ArmSummary(group.classifier.iloc[0], group.arm_id.iloc[0], tuple(int(s) for s in seeds), metrics, deltas,
+                      degenerate, delong_p)
+
+
+def _degenerate(trials) -> str:
+    """Why any of these trials is degenerate: as its trial said, or its test scores (checked here
+    too, so that no constant model gets a p-value whatever recorded it)."""
+    reasons = {getattr(r, "degenerate", "") or degenerate_reason(r.test_scores, math.nan, "test")
+               for r in trials.itertuples()}
+    return "; ".join(sorted(r for r in reasons if r))
+
+
+def _seed_scores(trials, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    by_seed = {int(r.seed): r for r in trials.itertuples()}
+    return (np.array([by_seed[s].test_scores for s in seeds], np.float64),
+            np.array([by_seed[s].threshold for s in seeds], np.float64))
+
+
+def _check_same_cases(cases: Cases, row) -> None:
+    other = Cases.of(row.test_labels, row.test_patients)
+    if not (np.array_equal(other.labels, cases.labels) and np.array_equal(other.patients, cases.patients)):
+        raise ValueError(f"trial {row.classifier} / {row.arm_id} / seed {row.seed} was scored on other test cases "
+                         "than the rest of the sweep: arms cannot be paired")
+
+
