@@ -160,9 +160,11 @@ def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, se
                        ("p", "Most similar synthetic / training pairs (top / bottom):"),
                        ("image", str((s.folder / "closest_pairs.png").relative_to(out_dir)))]
     if summary is not None:
+        table = utility_table(summary)
         blocks += [("h2", "Stage 3: classifiers on the real test split (Tables 3-4)"), ("p", test_note),
-                   ("p", summary.method()), *[("p", line) for line in conclusions(summary)],
-                   ("table", utility_table(summary))]
+                   ("p", summary.method()), *[("p", line) for line in conclusions(summary)], ("table", table)]
+        table.to_csv(out_dir / "stage3.csv", index=False)
+        files.append(out_dir / "stage3.csv")
         first_seed = results[results.seed == results.seed.min()]
         for classifier, group in first_seed.groupby("classifier", sort=False):
             path = out_dir / f"roc_{classifier}.png"

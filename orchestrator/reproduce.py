@@ -81,13 +81,11 @@ def rerun_gan(trial: dict, data: dict, epochs: int) -> dict:
 
 
 def rerun_classifier(client: MlflowClient, parent_id: str, trial: dict, data: dict, epochs: int | None) -> dict:
-    from orchestrator.stages.classify import parse_arm
+    from orchestrator.stages.classify import trial_settings
     from trainables.classify.loop import fit_classifier
 
-    cell = trial["cell"]
-    arm = parse_arm(cell["arm_id"])
-    synthetic = load_synthetic_set(client, parent_id, arm["set"]) if arm["set"] else None
-    settings = {**trial, **cell, **arm, "weights": trial["weights"].get(cell["classifier"], "")}
+    settings = trial_settings(trial)
+    synthetic = load_synthetic_set(client, parent_id, settings["set"]) if settings["set"] else None
     if epochs:
         settings["epochs"] = epochs
     return fit_classifier(settings, data, synthetic, lambda metrics: None)

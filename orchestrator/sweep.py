@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import PRESETS, Config, ConfigError, config_from_dict, load_config
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.stages!r}; an interrupted sweep continues with --resume", file=sys.stderr)
         return 2
     storage = absolute(args.storage)
+    clock = Stopwatch()
     try:
         if args.resume:
             plan, record = resumed_plan(args, storage)
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(README: cluster section) or pass another --tracking-uri; nothing was trained", file=sys.stderr)
         return 2
     print(format_summary(cohort))
-    return run_sweep(plan, cohort, args, storage, tracking_uri, stages)
+    clock.lap("ingest")  # the phantom, when it is made, included
+    return run_sweep(plan, cohort, args, storage, tracking_uri, stages, clock)
 
 
 def start_ray(address: str | None) -> None:
@@ -177,8 +179,42 @@ def start_ray(address: str | None) -> None:
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
 
 
+@dataclass
+class Stopwatch:
+    """Wall seconds per step of a sweep: where the minutes go, printed at the end and on the parent run."""
+    laps: dict[str, float] = field(default_factory=dict)
+    last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = self.laps.get(step, 0.0) + now - self.last
+        self.last = now
+
+    def summary(self) -> str:
+        return ", ".join(f"{step} {seconds:.0f} s" for step, seconds in self.laps.items())
+
+
+def log_fid_floor(cfg: Config, arrays: dict, tracker) -> dict:
+    """The real-vs-real FID floor on the parent run (and printed); {} with the reason when it cannot be
+    computed (e.g. a gan.fid_weights file that does not exist: the trials then fail with the same reason)."""
+    from trainables.gan.evaluate import fid_floor
+
+    try:
+        floor = fid_floor(dataclasses.asdict(cfg.gan), arrays)
+    except (OSError, ValueError) as err:
+        print(f"FID floor not computed: {err}", file=sys.stderr)
+        tracker.log_sweep_figures({}, tags={"fid_floor": f"not computed: {err}"[:4000]})
+        return {}
+    tracker.log_sweep_figures({k: v for k, v in floor.items() if k != "fid_weights_sha256"},
+                              tags={"fid_floor_weights_sha256": floor["fid_weights_sha256"]})
+    print(f"FID floor (real vs real, {floor['floor_images']} training-pool slices of {floor['floor_patients']} "
+          f"patients against the validation split): " + ", ".join(
+              f"{k} {v:.4g}" for k, v in floor.items() if k.endswith("_floor")))
+    return floor
+
+
 def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, tracking_uri: str,
-              stages: list[str]) -> int:
+              stages: list[str], clock: Stopwatch) -> int:
     import ray
 
     from orchestrator.report import conclusions, markdown_table, utility_table, write_report
@@ -186,7 +222,6 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     from orchestrator.stages import gan as gan_stage
     from orchestrator.stages import synth as synth_stage
     from orchestrator.statistics import utility
-    from trainables.gan.evaluate import fid_floor
     from orchestrator.tracking import SweepTracker
 
     cfg, sweep_id = plan.config, plan.sweep_id
@@ -206,20 +241,17 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
 
     start_ray(args.address)
-    started = time.perf_counter()
+    clock.lap("setup")  # MLflow parent run, Ray start
     sets, results, summary = [], None, None
     try:
         arrays = cohort.as_arrays()
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
-        floor = fid_floor(dataclasses.asdict(cfg.gan), arrays)
-        tracker.log_sweep_figures({k: v for k, v in floor.items() if k != "fid_weights_sha256"},
-                                  tags={"fid_floor_weights_sha256": floor["fid_weights_sha256"]})
-        print(f"FID floor (real vs real, {floor['floor_images']} training-pool slices of {floor['floor_patients']} "
-              f"patients against the validation split): " + ", ".join(
-                  f"{k} {v:.4g}" for k, v in floor.items() if k.endswith("_floor")))
+        floor = log_fid_floor(cfg, arrays, tracker)
+        clock.lap("fid_floor")
         callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric], storage)
         gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
         table = gan_stage.with_floor(gan_stage.ranking_table(gan_results, cfg.search.metric, storage), floor)
+        clock.lap("gan")
         for path in gan_stage.write_tables(table, out_dir):
             tracker.log_sweep_file(path, "ranking")
         failed = sum(1 for r in gan_results if r.error is not None)
@@ -238,6 +270,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
                                       files=files, artifact_path=s.name)
             print(f"stage 2: {len(sets)} synthetic set(s): " + ", ".join(
                 f"{s.name} ({s.audit['kept']} kept, {s.audit['flagged']} flagged)" for s in sets))
+            clock.lap("synth")
         if sets and "classify" in stages:
             refs = {s.name: ray.put(s.as_arrays()) for s in sets}
             tuner = classify_stage.build_tuner(cfg, data_ref, refs, sweep_path, [tracker.classifier_callback()],
@@ -246,13 +279,16 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
             if len(results):
                 summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
                 tracker.log_test_split(summary)
+            clock.lap("classify")
         report = write_report(out_dir, sweep_id, gan_stage.best_per_architecture(table) if len(table) else None,
-                              sets, results, summary, TEST_NOTE)
+                              sets, results, summary, TEST_NOTE + classify_stage.schedule_note(cfg.classify))
         for path in report:
             tracker.log_sweep_file(path, "report")
         for s in sets:  # the grids the report shows, at the same relative paths
             for grid in sorted(s.folder.glob("*.png")):
                 tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")
+        clock.lap("report")
+        tracker.log_sweep_figures({f"wall_s.{step}": seconds for step, seconds in clock.laps.items()})
         unlogged = tracker.end_sweep("FINISHED")
     except BaseException:
         tracker.end_sweep("KILLED")
@@ -267,7 +303,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         stage3 = utility_table(summary)
         print(markdown_table(stage3[[c for c in columns if c in stage3]].fillna("")))
         print("\n".join(conclusions(summary)))
-    print(f"sweep {sweep_id} done in {time.perf_counter() - started:.0f} s")
+    print(f"sweep {sweep_id} done in {sum(clock.laps.values()):.0f} s ({clock.summary()})")
     print(f"report:     {out_dir / 'report.md'} (and report.html)")
     hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
     print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")

@@ -121,6 +121,8 @@ def test_a_failed_trial_is_recorded_with_its_reason(mlflow_server, tmp_path, set
     assert parent.info.status == "FINISHED"
     assert child.info.status == "FAILED"
     assert reason in child.data.tags["failure_reason"]
+    if "fid_weights" in setting:  # the driver's FID floor met the same missing file, said so and went on
+        assert parent.data.tags["fid_floor"].startswith("not computed") and reason in parent.data.tags["fid_floor"]
 
 
 @pytest.mark.slow

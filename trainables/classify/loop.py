@@ -15,9 +15,9 @@ the *real* training split's batches (samples seen = steps x batch size), whateve
 own training set; batches are drawn from reshuffled passes over the arm's set. So an arm with
 more images does not also get more training, and a difference between arms is one of data.
 
-The recipe: AdamW, cosine schedule over the steps, validation every `epochs`-th of them (a
-"round"), early stopping on validation ROC-AUC (`patience` rounds), the best round's weights
-kept. A round whose validation scores are degenerate (constant, or AUC not above chance) is
+The recipe: AdamW, cosine schedule over the steps, validation after every pass (an "epoch" in
+the reports), early stopping on validation ROC-AUC (`patience` epochs), the best epoch's weights
+kept. An epoch whose validation scores are degenerate (constant, or AUC not above chance) is
 never kept while a non-degenerate one exists; a run with none is reported `degenerate`. The
 decision threshold is fixed on the validation split (Youden's J); the test split is scored once,
 at the end, with that model and threshold, and steers nothing. Validation and test sets are
@@ -25,7 +25,7 @@ built from real slices only, and the provenance of every training image is check
 training starts.
 
 `fit_classifier(cfg, data, synthetic, report)` runs anywhere: in a Tune trial, a test, or
-`reproduce`. `report(metrics)` is called once per round and once at the end.
+`reproduce`. `report(metrics)` is called once per epoch and once at the end.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from trainables.metrics import classification_metrics, degenerate_reason
 
 ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
 MAX_ROTATION_DEG = 10.0  # "small rotations" of the classic arm
+REAL, SYNTHETIC, HELD_OUT_REAL = 0, 1, 2  # where a training image came from (`source`)
 
 
 def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None,
@@ -57,19 +58,19 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     x_train, y_train, source = training_set(cfg, data, synthetic)
     x_val, y_val = real_split(data, VAL)
     x_test, y_test = real_split(data, TEST)
-    steps_per_round = math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / cfg["batch_size"])
+    steps_per_epoch = math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / cfg["batch_size"])
     classifier = build_classifier(cfg["classifier"], cfg.get("weights", ""))
     model = classifier.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"] * steps_per_round)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"] * steps_per_epoch)
     batches = batch_indices(len(x_train), cfg["batch_size"], rng)
 
-    best = {"val_auc": math.nan, "epoch": 0, "state": None, "degenerate": "no round was evaluated"}
+    best = {"val_auc": math.nan, "epoch": 0, "state": None, "degenerate": "no epoch was evaluated"}
     steps = 0
     for epoch in range(1, cfg["epochs"] + 1):
         model.train()
         loss_sum = torch.zeros(())
-        for _ in range(steps_per_round):
+        for _ in range(steps_per_epoch):
             idx = next(batches)
             x = x_train[idx]
             if cfg["arm"] == "classic":
@@ -80,18 +81,18 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach()
-        steps += steps_per_round
+        steps += steps_per_epoch
 
         val_scores = predict(model, x_val, cfg["batch_size"])
         val_auc = auroc(val_scores, y_val)
         degenerate = degenerate_reason(val_scores, val_auc, "validation")
-        report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_round, "val_auc": val_auc,
+        report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_epoch, "val_auc": val_auc,
                 "steps": steps, "val_degenerate": int(bool(degenerate))})
         if better_candidate(val_auc, degenerate, best):
             best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict()),
                     "degenerate": degenerate}
         elif not best["degenerate"] and epoch - best["epoch"] >= cfg["patience"]:
-            break  # early stopping on validation AUC (only once a non-degenerate round is kept)
+            break  # early stopping on validation AUC (only once a non-degenerate epoch is kept)
 
     model.load_state_dict(best["state"])
     threshold = youden_threshold(predict(model, x_val, cfg["batch_size"]), y_val)
@@ -116,8 +117,8 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
 
 
 def better_candidate(val_auc: float, degenerate: str, best: dict) -> bool:
-    """Whether this round replaces the kept one: a non-degenerate round beats any degenerate one;
-    among rounds of the same kind, the higher validation AUC wins (the first kept is any round)."""
+    """Whether this epoch replaces the kept one: a non-degenerate epoch beats any degenerate one;
+    among epochs of the same kind, the higher validation AUC wins (the first is kept whatever it is)."""
     if best["state"] is None:
         return True
     if bool(degenerate) != bool(best["degenerate"]):
@@ -130,9 +131,6 @@ def batch_indices(n: int, batch_size: int, rng: torch.Generator):
     while True:
         order = torch.randperm(n, generator=rng)
         yield from order.split(batch_size)
-
-
-REAL, SYNTHETIC, HELD_OUT_REAL = 0, 1, 2  # where a training image came from (`source`)
 
 
 def training_set(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None):
