@@ -59,9 +59,15 @@ def conclusions(summary: Utility) -> list[str]:
     if summary.blocker:
         return [f"No inferential claim: {summary.blocker}."]
     lines = []
+    degenerate: dict[str, list[str]] = {}
     for arm in summary.arms:
         if arm.degenerate:
-            lines.append(f"{arm.classifier} / {arm.arm_id} is degenerate ({arm.degenerate}): excluded from conclusions.")
+            degenerate.setdefault(arm.classifier, []).append(arm.arm_id)
+    if degenerate:
+        count = sum(map(len, degenerate.values()))
+        lines.append(f"{count} of {len(summary.arms)} classifier x arm rows are degenerate and excluded from "
+                     "conclusions (the reasons are in the status column): "
+                     + "; ".join(f"{name}: {', '.join(arms)}" for name, arms in degenerate.items()) + ".")
     claimed = [a for a in summary.arms if not math.isnan(a.holm_p) and a.holm_p < ALPHA]
     for arm in claimed:
         delta = arm.deltas["roc_auc"]
