@@ -250,7 +250,8 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         clock.lap("fid_floor")
         callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric], storage)
         gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
-        table = gan_stage.with_floor(gan_stage.ranking_table(gan_results, cfg.search.metric, storage), floor)
+        table = gan_stage.with_floor(gan_stage.ranking_table(gan_results, cfg.search.metric, storage,
+                                                              tuple(cfg.search.space)), floor)
         clock.lap("gan")
         for path in gan_stage.write_tables(table, out_dir):
             tracker.log_sweep_file(path, "ranking")

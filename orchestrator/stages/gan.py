@@ -98,8 +98,11 @@ def gpus_per_worker(search) -> float:
     return 1.0 if cluster_has_gpus() else 0.0
 
 
-def ranking_table(results: tune.ResultGrid, metric: str, storage: str) -> pd.DataFrame:
-    """Every trial's best checkpoint (by `metric`, on validation, as a path or URI under `storage`), best first."""
+def ranking_table(results: tune.ResultGrid, metric: str, storage: str, searched: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every trial's best checkpoint (by `metric`, on validation, as a path or URI under `storage`), best first,
+    with the values the trial drew for the `searched` settings (which setting won is what a search is for)."""
+    searched = tuple(k for k in searched if k not in TABLE_COLUMNS)
+    columns = [*TABLE_COLUMNS[:2], *searched, *TABLE_COLUMNS[2:]]
     ascending = METRIC_MODES[metric] == "min"
     rows = []
     for result in results:
@@ -113,9 +116,10 @@ def ranking_table(results: tune.ResultGrid, metric: str, storage: str) -> pd.Dat
             continue
         best = history.sort_values(metric, ascending=ascending).iloc[0]
         rows.append({"trial_id": result.metrics.get("trial_id", ""), "arch": result.config["arch"],
+                     **{k: result.config[k] for k in searched},
                      **{k: best.get(k) for k in TABLE_COLUMNS if k not in ("trial_id", "arch")},
                      "checkpoint_path": checkpoint_uri(storage, best["checkpoint_path"])})
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
 
 

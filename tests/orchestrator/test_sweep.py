@@ -155,6 +155,7 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     assert "No inferential claim: the test split has" in report and "Holm" in report
     assert parent.data.metrics["test_patients"] < 10 and parent.data.metrics["fid_floor"] > 0
     assert "fid_floor" in report and "fid_minus_floor" in report
+    assert "| lr_g |" in (out_dir / "gan_ranking.md").read_text()  # the searched setting each trial drew
     n_test = None
     for run in classify_runs:
         assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
