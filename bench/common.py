@@ -65,4 +65,4 @@ def smoke_config(tmp: Path, *overrides: str) -> Config:
 def phantom_arrays(cfg: Config) -> dict[str, np.ndarray]:
     """The phantom cohort of `cfg` (made once under its cache folder), as a sweep hands it to trials."""
     folder = phantom_folder(cfg)
-    return ingest(folder, cfg.data, labels_file=folder / "labels.csv").as_arrays()
+    return ingest(folder, cfg.data).as_arrays()

@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_phantom_cohort(tmp / "data", patients=config.data.phantom_patients, modality="pet",
-                             size=config.data.phantom_size, slices=config.data.phantom_slices)
+                             size=config.data.phantom_size, slices=3, layout="slices")
         data_cfg = dataclasses.replace(config.data, cache_dir=str(tmp / "cache"))
         data = ingest(tmp / "data", data_cfg, labels_file=tmp / "data" / "labels.csv").as_arrays()
         val = data["split"] == 1

@@ -12,6 +12,7 @@ oracle arm's among them. The baseline is the aim: 15 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,8 @@ def measure(quick: bool, out: Path | None = None) -> Section:
         sweep_dir = tmp / "runs" / parent.data.tags["medgan.sweep"]
         ranking = pd.read_csv(sweep_dir / "gan_ranking.csv").groupby("arch", sort=False).head(1)
         stage3 = pd.read_csv(sweep_dir / "stage3.csv", dtype=str, keep_default_na=False)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            for name in ("report.md", "report.html", "stage3.csv", "gan_ranking.csv"):
-                (out / name).write_bytes((sweep_dir / name).read_bytes())
+        if out is not None:  # the whole sweep folder: the report's images sit beside it
+            shutil.copytree(sweep_dir, out, dirs_exist_ok=True)
     metrics = parent.data.metrics
     steps = {k.removeprefix("wall_s."): v for k, v in metrics.items() if k.startswith("wall_s.")}
     rows = [{"step": step, "wall s": seconds} for step, seconds in steps.items()]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-Modality = Literal["pet", "ct"]
+Modality = str  # a name in orchestrator.data.modalities.MODALITIES, checked when the config is built
 # full: the paper's scale (GPUs); laptop: the method at CPU scale, minutes on 2 cores; smoke: tests.
 # Each but full is a file search_spaces/<name>.yaml laid over the modality's own.
 PRESETS = ("full", "laptop", "smoke")
@@ -39,10 +39,17 @@ class DataConfig:
     ct_window: tuple[float, float] = (-600.0, 1500.0)  # lung window: centre, width in HU
     pet_suv_max: float = 10.0  # SUV mapped to 1.0 when the tags allow SUV
     min_slice_px: int = 16  # smaller slices are rejected as unexpected shape
+    # Nodule crops (when a nodule table is given): a square of roi_mm around the nodule, resampled to
+    # pixel_mm (0: roi_mm / size), on the central slice and those within slab_mm of the centre.
+    # 50 mm follows the 50 x 50 mm patches of Setio et al. 2016 (IEEE TMI, LUNA16's reference
+    # false-positive reduction): room for a 30 mm nodule and the lung around it.
+    roi_mm: float = 50.0
+    pixel_mm: float = 0.0
+    slab_mm: float = 2.0
     cache_dir: str = "~/.cache/medgan-sweep"
     phantom_patients: int = 80
-    phantom_slices: int = 4  # slices per patient through the nodule
-    phantom_size: int = 256  # pixel side of the phantom DICOM files themselves
+    phantom_slices: int = 8  # slices in each phantom series (around the nodule's level)
+    phantom_size: int = 256  # pixel side of whole-slice phantom files (benches, tests); series use scanner spacing
 
 
 @dataclass(frozen=True)
@@ -321,6 +328,13 @@ def _check_stage_settings(config: Config) -> None:
     if unknown:
         raise ConfigError(f"classify.epochs_per_classifier names {unknown}, which classify.classifiers "
                           f"({config.classify.classifiers}) does not train")
+    from orchestrator.data.modalities import MODALITIES  # the registry is the source of truth
+
+    if config.data.modality not in MODALITIES:
+        raise ConfigError(f"data.modality {config.data.modality!r} is not a known modality "
+                          f"(known: {', '.join(MODALITIES)})")
+    if config.data.roi_mm <= 0 or config.data.pixel_mm < 0 or config.data.slab_mm < 0:
+        raise ConfigError("data.roi_mm must be positive, data.pixel_mm and data.slab_mm not negative")
     if not 0 < config.data.train_fraction <= 1:
         raise ConfigError(f"data.train_fraction must lie in (0, 1], got {config.data.train_fraction}")
     if not 0 < config.synth.malignant_fraction < 1:

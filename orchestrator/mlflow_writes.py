@@ -79,10 +79,11 @@ class Writes:
         self._write("log_artifacts", run, path=str(path), artifact_path=artifact_path)
 
     def log_dict(self, run: str, value: dict, name: str) -> None:
+        folder = Path(name).parent.as_posix()  # "data/x.json" goes to the artifact folder data/
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
+            path = Path(tmp) / Path(name).name
             path.write_text(json.dumps(value, indent=2, default=str))
-            self.log_artifacts(run, path)
+            self.log_artifacts(run, path, None if folder == "." else folder)
 
     def set_status(self, run: str, status: str) -> None:
         self._write("set_status", run, status=status)

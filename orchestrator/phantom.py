@@ -5,27 +5,34 @@ import argparse
 import time
 from pathlib import Path
 
-from orchestrator.data.phantom import write_phantom_cohort
+from orchestrator.data.phantom import WRITERS, write_phantom_cohort
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.phantom",
-        description="Write a seeded phantom cohort of PET / CT lung-nodule slices as real DICOM files "
-                    "(DIR/pet/pNNN/slice_NN.dcm, DIR/ct/...) plus DIR/labels.csv.")
+        description="Write a seeded phantom cohort of PET / CT thorax series with a lung nodule as real DICOM, "
+                    "shaped like a public download: DIR/pet/pNNN/slice_NNN.dcm (one whole series per patient and "
+                    "modality, or one enhanced multi-frame file with --enhanced), DIR/ct/..., and DIR/nodules.csv "
+                    "with each nodule in world millimetres. --layout slices writes targeted whole slices through "
+                    "the nodule plus DIR/labels.csv instead.")
     parser.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
     parser.add_argument("--patients", type=int, default=80, help="number of patients (default 80)")
-    parser.add_argument("--modality", choices=["pet", "ct", "both"], default="both", help="default both")
-    parser.add_argument("--size", type=int, default=256, help="pixel side of each slice (default 256)")
-    parser.add_argument("--slices", type=int, default=4, help="slices per patient through the nodule (default 4)")
+    parser.add_argument("--modality", choices=[*WRITERS, "both"], default="both", help="default both")
+    parser.add_argument("--layout", choices=["series", "slices"], default="series", help="default series")
+    parser.add_argument("--enhanced", action="store_true", help="series as enhanced multi-frame files")
+    parser.add_argument("--slices", type=int, default=8,
+                        help="slices per series, or per patient with --layout slices (default 8)")
+    parser.add_argument("--size", type=int, default=256,
+                        help="pixel side of --layout slices files (default 256); series use the scanner's spacing")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    labels = write_phantom_cohort(args.out, patients=args.patients, modality=args.modality,
-                                  size=args.size, seed=args.seed, slices=args.slices)
+    table = write_phantom_cohort(args.out, patients=args.patients, modality=args.modality, size=args.size,
+                                 seed=args.seed, slices=args.slices, layout=args.layout, enhanced=args.enhanced)
     count = sum(1 for _ in args.out.rglob("*.dcm"))
     print(f"wrote {count} DICOM files for {args.patients} patients under {args.out} "
-          f"in {time.perf_counter() - started:.1f} s; labels in {labels}")
+          f"in {time.perf_counter() - started:.1f} s; table {table}")
     return 0
 
 

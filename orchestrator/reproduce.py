@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         trial = json.loads(Path(client.download_artifacts(args.run_id, TRIAL_CONFIG, tmp)).read_text())
     record = read_record(parent.data.tags["sweep_path"])
     cfg = config_from_dict(record["config"], source=f"{parent.data.tags['sweep_path']}/sweep.json")
-    labels = Path(record["labels"]) if record["labels"] else None
-    cohort = ingest(Path(record["data_dir"]), cfg.data, labels_file=labels)
+    labels, nodules = (Path(record[k]) if record.get(k) else None for k in ("labels", "nodules"))
+    cohort = ingest(Path(record["data_dir"]), cfg.data, labels_file=labels, nodules_file=nodules)
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
     warn_if_different("code version", parent.data.tags.get("git_commit", ""), code_version())
     threads = int(run.data.tags.get("torch_threads", torch.get_num_threads()))

@@ -17,6 +17,7 @@ from pathlib import Path
 from orchestrator.config import PRESETS, Config, ConfigError, config_from_dict, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
+from orchestrator.data.modalities import MODALITIES
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.data.split import SplitError
 from orchestrator.mlflow_writes import unreachable_reason
@@ -34,9 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "from the best and audits them for memorisation; stage 3 trains classifiers on real, classic-"
                     "augmented and real + synthetic data and scores them on real test patients. Everything is "
                     "recorded in MLflow and summed up in a report.")
-    parser.add_argument("modality", choices=["pet", "ct"], help="which slices to use: PET or CT")
-    parser.add_argument("--data", type=Path, help="DICOM folder (default: the built-in phantom cohort, made once)")
-    parser.add_argument("--labels", type=Path, help="label CSV (default DATA/labels.csv or benign/ malignant/ folders)")
+    parser.add_argument("modality", choices=list(MODALITIES), help="which images to use")
+    parser.add_argument("--data", type=Path, help="folder of DICOM series, volumes or slices (default: the built-in "
+                        "phantom cohort, made once)")
+    parser.add_argument("--nodules", type=Path, help="nodule table CSV: crops around each nodule (default "
+                        "DATA/nodules.csv when present)")
+    parser.add_argument("--labels", type=Path, help="label CSV for whole-slice input, without a nodule table "
+                        "(default DATA/labels.csv or benign/ malignant/ folders)")
     parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                         help="auto (default): full when the Ray cluster has GPUs, else laptop; full: the paper's "
                              "scale (256 px, hundreds of epochs), for GPUs; laptop: the method at CPU scale "
@@ -63,13 +68,15 @@ class SweepPlan:
     config: Config
     data_dir: Path
     labels: Path | None
+    nodules: Path | None = None
     fingerprint: str = ""  # of the ingested cohort; a resumed sweep checks it
     preset: str = ""  # the resolved preset (never "auto")
 
     def record(self, tracking_uri: str) -> dict:
         return {"sweep_id": self.sweep_id, "preset": self.preset, "config": self.config.to_dict(),
                 "data_dir": str(self.data_dir),
-                "labels": str(self.labels) if self.labels else None, "dataset_fingerprint": self.fingerprint,
+                "labels": str(self.labels) if self.labels else None,
+                "nodules": str(self.nodules) if self.nodules else None, "dataset_fingerprint": self.fingerprint,
                 "tracking_uri": tracking_uri}
 
 
@@ -95,7 +102,7 @@ def new_plan(args: argparse.Namespace) -> SweepPlan:
     cfg = load_config(args.modality, args.preset, args.config, args.overrides)
     data_dir = args.data.resolve() if args.data else phantom_folder(cfg)
     return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None,
-                     preset=args.preset)
+                     args.nodules.resolve() if args.nodules else None, preset=args.preset)
 
 
 def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dict]:
@@ -104,12 +111,12 @@ def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dic
     if sweep_id is None:
         raise FileNotFoundError(f"--resume: no {args.modality} sweep under {storage}")
     record = read_record(f"{storage}/{sweep_id}")
-    if args.config or args.overrides or args.data or args.labels:
+    if args.config or args.overrides or args.data or args.labels or args.nodules:
         print("--resume: using the config and data the sweep started with; --config / --set / --data / "
-              "--labels are ignored", file=sys.stderr)
+              "--labels / --nodules are ignored", file=sys.stderr)
     cfg = config_from_dict(record["config"], source=f"{storage}/{sweep_id}/sweep.json")
-    labels = Path(record["labels"]) if record["labels"] else None
-    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, record["dataset_fingerprint"],
+    labels, nodules = (Path(record[k]) if record.get(k) else None for k in ("labels", "nodules"))
+    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, nodules, record["dataset_fingerprint"],
                      record.get("preset", "")), record
 
 
@@ -117,11 +124,10 @@ def phantom_folder(cfg: Config) -> Path:
     """The phantom cohort for this config, written once under the cache folder."""
     d = cfg.data
     folder = (Path(d.cache_dir).expanduser() / "phantom" /
-              f"{d.modality}-n{d.phantom_patients}-s{d.phantom_slices}-px{d.phantom_size}").resolve()
-    if not (folder / "labels.csv").exists():
+              f"{d.modality}-n{d.phantom_patients}-series{d.phantom_slices}").resolve()
+    if not (folder / "nodules.csv").exists():  # written last: its presence means the cohort is complete
         print(f"making the phantom cohort in {folder} (once)")
-        write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality,
-                             size=d.phantom_size, slices=d.phantom_slices)
+        write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality, slices=d.phantom_slices)
     return folder
 
 
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"preset: {args.preset} ({why})")
             plan = new_plan(args)
             tracking_uri = args.tracking_uri or default_tracking_uri(args.runs_dir.resolve())
-        cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels)
+        cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels, nodules_file=plan.nodules)
     except (ConfigError, IngestError, LabelError, SplitError, FileNotFoundError) as err:
         print(f"sweep failed: {err}", file=sys.stderr)
         return 2
@@ -239,6 +245,9 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
+    if cohort.meta.get("crops"):  # where every crop came from; pseudonyms and numbers only
+        tracker.log_sweep_dict(cohort.meta["crops"], "data/crops_summary.json")
+        tracker.log_sweep_file(cohort.path / "crops.json", "data")
 
     start_ray(args.address)
     clock.lap("setup")  # MLflow parent run, Ray start

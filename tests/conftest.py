@@ -27,9 +27,11 @@ S3_BUCKET = "medgan-test"
 
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
-    """12 patients x 2 slices, PET and CT, 64 px. Read-only: copy it before changing it."""
+    """12 patients x 2 whole slices through the nodule (labels.csv), PET and CT, 64 px. Read-only: copy it
+    before changing it."""
     out = tmp_path_factory.mktemp("phantom")
-    write_phantom_cohort(out, patients=PHANTOM_PATIENTS, modality="both", size=64, seed=PHANTOM_SEED, slices=2)
+    write_phantom_cohort(out, patients=PHANTOM_PATIENTS, modality="both", size=64, seed=PHANTOM_SEED, slices=2,
+                         layout="slices")
     return out
 
 
@@ -57,11 +59,11 @@ def data_cfg(tmp_path) -> DataConfig:
 
 @pytest.fixture(scope="session")
 def smoke_arrays(tmp_path_factory) -> dict:
-    """The smoke cohort (30 patients x 3 slices, PET) ingested at 32 px."""
+    """The smoke cohort's patients as whole slices (30 patients x 3 slices, PET), ingested at 32 px."""
     root = tmp_path_factory.mktemp("smoke")
     cfg = load_config("pet", "smoke").data
     write_phantom_cohort(root / "data", patients=cfg.phantom_patients, modality="pet", size=cfg.phantom_size,
-                         slices=cfg.phantom_slices, seed=0)
+                         slices=3, seed=0, layout="slices")
     data_cfg = replace(cfg, cache_dir=str(root / "cache"))
     return ingest(root / "data", data_cfg, labels_file=root / "data" / "labels.csv").as_arrays()
 

@@ -4,6 +4,7 @@ Layout of one entry, `<cache_dir>/cohorts/<key>/`:
   images.npy (N, S, S) float16 in [0, 1]   labels.npy (N,) int8: 0 benign, 1 malignant
   patients.npy (N,) int32: index into meta["patients"] (salted pseudonyms)
   split.npy (N,) int8: 0 train, 1 val, 2 test, 3 held out   meta.json   ingest_report.json
+  crops.json: per sample, where its crop came from (nodule crops only; no identifiers)
 
 The key hashes every input file's relative path, size and mtime, the label table's bytes
 and the preprocessing settings: touching a file or changing a setting makes a new entry.
@@ -25,10 +26,10 @@ import numpy as np
 from orchestrator.config import DataConfig
 from orchestrator.data.split import SPLITS
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: nodule crops and their provenance
 # The settings that change what ingest produces; the others (phantom_*, cache_dir) do not.
 PREPROCESSING_FIELDS = ("modality", "size", "seed", "split", "train_fraction", "ct_window", "pet_suv_max",
-                        "min_slice_px")
+                        "min_slice_px", "roi_mm", "pixel_mm", "slab_mm")
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,16 @@ class Cohort:
         return self.meta["fingerprint"]
 
 
-def cache_key(data_dir: Path, files: list[Path], labels_file: Path | None, cfg: DataConfig) -> str:
+def cache_key(data_dir: Path, files: list[Path], tables: list[Path | None], cfg: DataConfig) -> str:
     digest = hashlib.sha256()
     settings = {name: getattr(cfg, name) for name in PREPROCESSING_FIELDS}
     digest.update(json.dumps({"format": CACHE_FORMAT, "settings": settings}, sort_keys=True).encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(data_dir).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    if labels_file is not None:
-        digest.update(b"labels\0" + labels_file.read_bytes())
+    for table in tables:
+        if table is not None:
+            digest.update(table.name.encode() + b"\0" + table.read_bytes())
     return digest.hexdigest()[:24]
 
 
@@ -93,13 +95,16 @@ def load_cohort(entry: Path) -> Cohort | None:
     )
 
 
-def save_cohort(entry: Path, arrays: dict[str, np.ndarray], meta: dict, report: dict) -> Path:
+def save_cohort(entry: Path, arrays: dict[str, np.ndarray], meta: dict, report: dict,
+                provenance: list[dict] | None = None) -> Path:
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array)
         (staging / "ingest_report.json").write_text(json.dumps(report, indent=1))
+        if provenance is not None:
+            (staging / "crops.json").write_text(json.dumps(provenance))
         (staging / "meta.json").write_text(json.dumps({"format": CACHE_FORMAT, **meta}, indent=1))
         if entry.exists():  # an equal entry written meanwhile by another ingest
             shutil.rmtree(staging)

@@ -1,31 +1,34 @@
-"""Read one DICOM file into a preprocessed slice, or say precisely why it cannot be used.
+"""Read one DICOM file into frames of physical values with their geometry, or say precisely
+why it cannot be used.
 
 This is the only module that reads patient DICOM. The raw PatientID leaves it only inside
-`Slice.patient_id`, which `ingest` turns into a salted pseudonym before anything is stored.
+`Image.patient_id`, which `ingest` turns into a salted pseudonym before anything is stored.
+A file is one slice, or an enhanced multi-frame object whose frames are the slices of a
+series, each with its position, orientation and rescale from the functional groups.
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from orchestrator.config import DataConfig
+from orchestrator.data.modalities import MODALITIES, Scale
 
-DICOM_MODALITY = {"pet": "PT", "ct": "CT"}
-# Objects that are not image slices even when they carry pixel data or a modality.
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Objects that are not image slices even when they carry pixel data or a modality.
 NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "KO", "PR", "REG", "SEG", "DOC"}
+# What would decode a syntax that nothing installed can: named in the rejection.
+DECODER_HINT = "python-gdcm (JPEG, JPEG-LS, JPEG 2000) or pylibjpeg-openjpeg (JPEG 2000, HTJ2K)"
 
 
 class Rejected(Exception):
-    """A file that cannot become a slice; `reason` is a short code, `detail` says why."""
+    """A file (or series) that cannot be used; `reason` is a short code, `detail` says why."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -33,18 +36,30 @@ class Rejected(Exception):
 
 
 @dataclass(frozen=True)
-class Slice:
-    image: np.ndarray  # float32, (size, size), in [0, 1]
+class Frame:
+    """One slice in physical units (HU, Bq/ml) with where it lies in patient space (LPS, mm)."""
+
+    values: np.ndarray  # float32 (rows, columns)
+    position: tuple[float, float, float] | None  # Image Position (Patient): centre of the first pixel
+    orientation: tuple[float, ...] | None  # Image Orientation (Patient): row direction, column direction
+    spacing: tuple[float, float] | None  # Pixel Spacing: between rows, between columns
+    uid: str  # SOP Instance UID, with ".f<n>" for the frames of a multi-frame file
+
+
+@dataclass(frozen=True)
+class Image:
+    """What one file holds: its frames and the keys that group and label them."""
+
+    frames: list[Frame]
     patient_id: str  # raw identifier: pseudonymised by ingest, never stored
     study_uid: str
     series_uid: str
     sop_uid: str
-    norm: str  # "ct_lung_window" | "suv" | "slice_minmax"
-    norm_note: str  # for PET: why SUV could not be used, else ""
+    scale: Scale  # the modality's header calibration (PET: SUV factor)
 
 
-def read_slice(path: Path, cfg: DataConfig) -> Slice:
-    """Read, check and preprocess one file for `cfg.modality`; raise Rejected otherwise."""
+def read_image(path: Path, cfg: DataConfig) -> Image:
+    """Read and check one file for `cfg.modality`; raise Rejected otherwise."""
     ds = _read_dataset(path)
     _check_is_wanted_image(ds, cfg.modality)
     patient_id = str(ds.get("PatientID", "") or "").strip()
@@ -54,20 +69,10 @@ def read_slice(path: Path, cfg: DataConfig) -> Slice:
     if not sop_uid:
         raise Rejected("invalid_header", "no SOPInstanceUID")
     pixels = _decode_pixels(ds, cfg.min_slice_px)
-    values = pixels * _number(ds, "RescaleSlope", 1.0) + _number(ds, "RescaleIntercept", 0.0)
-    if cfg.modality == "ct":
-        image, norm, note = _ct_lung_window(values, *cfg.ct_window), "ct_lung_window", ""
-    else:
-        image, norm, note = _pet_normalise(values, ds, cfg.pet_suv_max)
-    return Slice(
-        image=_resize_square(image, cfg.size),
-        patient_id=patient_id,
-        study_uid=str(ds.get("StudyInstanceUID", "")),
-        series_uid=str(ds.get("SeriesInstanceUID", "")),
-        sop_uid=sop_uid,
-        norm=norm,
-        norm_note=note,
-    )
+    frames = _enhanced_frames(ds, pixels, sop_uid) if pixels.ndim == 3 else [_single_frame(ds, pixels, sop_uid)]
+    return Image(frames=frames, patient_id=patient_id, study_uid=str(ds.get("StudyInstanceUID", "")),
+                 series_uid=str(ds.get("SeriesInstanceUID", "")), sop_uid=sop_uid,
+                 scale=MODALITIES[cfg.modality].scale_from_header(ds))
 
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
@@ -101,7 +106,7 @@ def _check_is_wanted_image(ds: pydicom.Dataset, modality: str) -> None:
         sop = ds.get("SOPClassUID")
         kind = getattr(sop, "name", None) or str(sop or "unknown SOP class")
         raise Rejected("non_image_object", f"{found} object ({kind}), not an image slice")
-    wanted = DICOM_MODALITY[modality]
+    wanted = MODALITIES[modality].dicom_code
     if not found:
         raise Rejected("missing_modality", "no Modality element (a damaged or truncated file, or not an image)")
     if found != wanted:
@@ -111,25 +116,79 @@ def _check_is_wanted_image(ds: pydicom.Dataset, modality: str) -> None:
 
 
 def _decode_pixels(ds: pydicom.Dataset, min_px: int) -> np.ndarray:
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None and syntax.is_compressed and not get_decoder(syntax).is_available:
-        missing = "; ".join(get_decoder(syntax).missing_dependencies)
-        raise Rejected("compressed_no_decoder", f"{syntax.name} needs a decoder that is not installed ({missing})")
+    """Stored values, (rows, columns) or (frames, rows, columns), as float32."""
+    _check_decodable(ds.file_meta.get("TransferSyntaxUID"))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames != 1 or samples != 1:
-        raise Rejected("unexpected_shape", f"{frames} frame(s) x {samples} sample(s) per pixel; expected one grey slice")
+    if samples != 1:
+        raise Rejected("unexpected_shape", f"{samples} samples per pixel; expected grey slices")
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        raise Rejected("unexpected_shape", f"{frames} frame(s) without per-frame functional groups, so no "
+                       "position per frame; expected one slice, or an enhanced multi-frame image")
     try:
         pixels = ds.pixel_array
     except Exception as err:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and syntax.is_compressed and "does not support" in str(err):
+            # e.g. 12-bit JPEG Extended: GDCM and Pillow decline it, pylibjpeg-libjpeg (GPL-3) reads it
+            unsupported = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip())
+            raise Rejected("compressed_no_decoder", f"{syntax.name}: no installed decoder handles this variant "
+                           f"({unsupported}); pylibjpeg-libjpeg would (GPL-3, so not installed by default)") from None
         short = "pixel data shorter than Rows x Columns says" if "length" in str(err) or "bytes" in str(err) else str(err)
         raise Rejected("bad_pixel_data", f"{type(err).__name__}: {short}") from None
-    if pixels.ndim != 2 or min(pixels.shape) < min_px:
-        raise Rejected("unexpected_shape", f"pixel array of shape {pixels.shape}; expected 2-D, at least {min_px} px a side")
+    if pixels.ndim != (3 if frames > 1 else 2) or min(pixels.shape[-2:]) < min_px:
+        raise Rejected("unexpected_shape", f"pixel array of shape {pixels.shape}; expected {frames} frame(s) "
+                       f"of at least {min_px} px a side")
     return pixels.astype(np.float32)
 
 
-def _number(ds: pydicom.Dataset, keyword: str, default: float) -> float:
+def _check_decodable(syntax: pydicom.uid.UID | None) -> None:
+    if syntax is None:
+        return
+    try:
+        if not syntax.is_compressed:
+            return
+        decoder = get_decoder(syntax)
+    except ValueError:  # a UID pydicom does not know as a transfer syntax (JPEG XL in pydicom 3.0)
+        raise Rejected("compressed_no_decoder", f"transfer syntax {syntax} is unknown to pydicom "
+                       f"{pydicom.__version__}: nothing installed can decode it") from None
+    except NotImplementedError:  # video syntaxes and the like: pydicom has no decoder at all
+        raise Rejected("compressed_no_decoder", f"{syntax.name} ({syntax}): pydicom has no decoder for this "
+                       "syntax") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise Rejected("compressed_no_decoder", f"{syntax.name} ({syntax}) needs a decoder that is not installed "
+                       f"({missing}); {DECODER_HINT} would, where they support it")
+
+
+def _single_frame(ds: Dataset, pixels: np.ndarray, sop_uid: str) -> Frame:
+    values = pixels * _number(ds, "RescaleSlope", 1.0) + _number(ds, "RescaleIntercept", 0.0)
+    return Frame(values=values, position=_floats(ds, "ImagePositionPatient", 3),
+                 orientation=_floats(ds, "ImageOrientationPatient", 6), spacing=_floats(ds, "PixelSpacing", 2),
+                 uid=sop_uid)
+
+
+def _enhanced_frames(ds: Dataset, pixels: np.ndarray, sop_uid: str) -> list[Frame]:
+    """Frames of an enhanced image: each attribute from the frame's own functional group, else
+    from the shared one (DICOM PS3.3 C.7.6.16)."""
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != len(pixels):
+        raise Rejected("invalid_header", f"{len(pixels)} frames but {len(per_frame)} per-frame functional groups")
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    frames = []
+    for n, (group, stored) in enumerate(zip(per_frame, pixels)):
+        def find(sequence: str) -> Dataset:
+            return (group.get(sequence) or shared.get(sequence) or [Dataset()])[0]
+        rescale = find("PixelValueTransformationSequence")
+        values = stored * _number(rescale, "RescaleSlope", 1.0) + _number(rescale, "RescaleIntercept", 0.0)
+        frames.append(Frame(values=values, position=_floats(find("PlanePositionSequence"), "ImagePositionPatient", 3),
+                            orientation=_floats(find("PlaneOrientationSequence"), "ImageOrientationPatient", 6),
+                            spacing=_floats(find("PixelMeasuresSequence"), "PixelSpacing", 2),
+                            uid=f"{sop_uid}.f{n + 1}"))
+    return frames
+
+
+def _number(ds: Dataset, keyword: str, default: float) -> float:
     try:
         value = ds.get(keyword)
         return default if value in (None, "") else float(value)
@@ -137,69 +196,16 @@ def _number(ds: pydicom.Dataset, keyword: str, default: float) -> float:
         raise Rejected("invalid_value", f"{keyword} is not a number ({err})") from None
 
 
-def _ct_lung_window(hu: np.ndarray, centre: float, width: float) -> np.ndarray:
-    return np.clip((hu - (centre - width / 2)) / width, 0.0, 1.0)
-
-
-def _pet_normalise(bq_ml: np.ndarray, ds: pydicom.Dataset, suv_max: float) -> tuple[np.ndarray, str, str]:
-    """SUV / suv_max clipped to [0, 1] when the tags allow SUV, else per-slice min-max."""
-    factor, why_not = suv_factor(ds)
-    if factor is not None:
-        return np.clip(bq_ml * factor / suv_max, 0.0, 1.0), "suv", ""
-    low, high = float(bq_ml.min()), float(bq_ml.max())
-    scaled = (bq_ml - low) / (high - low) if high > low else np.zeros_like(bq_ml)
-    return scaled, "slice_minmax", why_not
-
-
-def suv_factor(ds: pydicom.Dataset) -> tuple[float | None, str]:
-    """Body-weight SUV factor (g/Bq) for a PET slice, or (None, the reason it is unavailable)."""
-    if str(ds.get("Units", "")).upper() != "BQML":
-        return None, f"Units is {ds.get('Units', 'missing')!r}, SUV needs BQML"
-    drugs = ds.get("RadiopharmaceuticalInformationSequence") or [Dataset()]
+def _floats(ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    """A multi-valued decimal attribute, None when absent; wrong counts are rejected."""
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
     try:
-        weight_kg = float(ds.get("PatientWeight") or 0)
-        dose_bq = float(drugs[0].get("RadionuclideTotalDose") or 0)
-        half_life_s = float(drugs[0].get("RadionuclideHalfLife") or 0)
-        injected = drugs[0].get("RadiopharmaceuticalStartTime")
-        series_start = ds.get("SeriesTime")
-        if not (injected and series_start):
-            return None, "no RadiopharmaceuticalStartTime or SeriesTime"
-        injected_s, series_start_s = _time_of_day_s(str(injected)), _time_of_day_s(str(series_start))
+        numbers = tuple(float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+                                           else [value]))
     except (TypeError, ValueError) as err:
-        return None, f"an SUV tag is unreadable ({err})"
-    for value, keyword in [(weight_kg, "PatientWeight"), (dose_bq, "RadionuclideTotalDose"),
-                           (half_life_s, "RadionuclideHalfLife")]:
-        if value <= 0:
-            return None, f"no usable {keyword}"
-    correction = str(ds.get("DecayCorrection", "")).upper()
-    if correction == "ADMIN":
-        decay = 1.0
-    elif correction == "START":
-        elapsed = (series_start_s - injected_s) % 86400  # an injection before midnight still works
-        decay = 2.0 ** (-elapsed / half_life_s)
-    else:
-        return None, f"DecayCorrection {correction or 'missing'!r}: only START and ADMIN are handled"
-    return weight_kg * 1000.0 / (dose_bq * decay), ""
-
-
-def _time_of_day_s(tm: str) -> float:
-    """DICOM TM ('HHMMSS.FFFFFF', parts optional) -> seconds since midnight."""
-    tm = tm.strip().replace(":", "")
-    hours, minutes = int(tm[0:2]), int(tm[2:4] or 0)
-    seconds = float(tm[4:] or 0)
-    return dt.timedelta(hours=hours, minutes=minutes, seconds=seconds).total_seconds()
-
-
-def _resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Pad to a square with 0 (background after normalisation), then resize (antialiased)."""
-    h, w = image.shape
-    side = max(h, w)
-    if h != w:
-        padded = np.zeros((side, side), np.float32)
-        top, left = (side - h) // 2, (side - w) // 2
-        padded[top:top + h, left:left + w] = image
-        image = padded
-    if side != size:
-        # Pillow's bilinear resize widens its kernel when shrinking, so it does not alias.
-        image = np.asarray(Image.fromarray(image.astype(np.float32)).resize((size, size), Image.BILINEAR))
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+        raise Rejected("invalid_value", f"{keyword} is not numeric ({err})") from None
+    if len(numbers) != count:
+        raise Rejected("invalid_value", f"{keyword} has {len(numbers)} values, expected {count}")
+    return numbers

@@ -7,21 +7,23 @@ name, ID or date of a patient reaches the cache, the report, logs or anything la
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from orchestrator.config import DataConfig
 from orchestrator.data.cache import PREPROCESSING_FIELDS, Cohort, cache_key, entry_path, load_cohort, save_cohort
-from orchestrator.data.dicom import Rejected, Slice, read_slice
+from orchestrator.data.crop import whole_slice
+from orchestrator.data.from_nodules import read_nodule_crops
 from orchestrator.data.labels import LABEL_NAMES, LabelTable
+from orchestrator.data.nodules import read_nodule_table
+from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
 from orchestrator.data.split import SPLITS, hold_out_training, split_patients
 
 
@@ -29,61 +31,66 @@ class IngestError(RuntimeError):
     """Nothing usable remains, or the inputs cannot be ingested at all."""
 
 
-@dataclass
-class Outcome:
-    file: str  # path relative to the data folder
-    status: str  # "accepted" | "rejected"
-    reason: str = ""
-    detail: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in vars(self).items() if v}
-
-
 def ingest(data_dir: str | Path, cfg: DataConfig, labels_file: str | Path | None = None,
-           cache_root: str | Path | None = None) -> Cohort:
-    """Ingest `data_dir` for `cfg.modality`, or return the cached result for the same inputs."""
+           cache_root: str | Path | None = None, nodules_file: str | Path | None = None) -> Cohort:
+    """Ingest `data_dir` for `cfg.modality`, or return the cached result for the same inputs.
+
+    With a nodule table (`nodules_file`, or DATA/nodules.csv) every sample is a crop around a
+    nodule (orchestrator/data/crop.py); without one every slice is a sample, labelled by the
+    label table (`labels_file`, or DATA/labels.csv) or by benign/ and malignant/ folders.
+    """
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise IngestError(f"{data_dir}: no such folder")
     cache_root = Path(cache_root or cfg.cache_dir).expanduser().resolve()
-    labels_path = _find_label_table(data_dir, labels_file)
-    files = _walk(data_dir, exclude={labels_path})
+    nodules_path = _find_table(data_dir, nodules_file, "nodules.csv", "nodule table")
+    labels_path = None if nodules_path else _find_table(data_dir, labels_file, "labels.csv", "label table")
+    files = _walk(data_dir, exclude={labels_path, nodules_path, data_dir / "labels.csv"})
     if not files:
         raise IngestError(f"{data_dir}: no files found")
 
-    entry = entry_path(cache_root, cache_key(data_dir, files, labels_path, cfg))
+    entry = entry_path(cache_root, cache_key(data_dir, files, [labels_path, nodules_path], cfg))
     cached = load_cohort(entry)
     if cached is not None:
         return cached
     started = time.perf_counter()
-    table = LabelTable.from_csv(labels_path) if labels_path else LabelTable(source="folders")
-    outcomes, accepted = _read_all(data_dir, files, table, cfg)
-    report = _report(data_dir, files, outcomes, table, cfg)
-    if not accepted:
+    salt = _id_salt(cache_root)
+    if nodules_path:
+        rows = read_nodule_table(nodules_path)
+        outcomes, samples, nodule_report = read_nodule_crops(data_dir, files, rows, cfg, salt)
+        source = nodules_path.name
+    else:
+        table = LabelTable.from_csv(labels_path) if labels_path else LabelTable(source="folders")
+        outcomes, samples = _read_whole_slices(data_dir, files, table, cfg)
+        nodule_report, source = {"unused_label_rows": table.unused_rows()}, table.source
+    report = _report(data_dir, files, outcomes, source, cfg) | nodule_report
+    if not samples:
         failed = entry.with_name(entry.name + "-failed_report.json")
         failed.parent.mkdir(parents=True, exist_ok=True)
         failed.write_text(json.dumps(report, indent=1))
         reasons = ", ".join(f"{n} {r}" for r, n in Counter(o.reason for o in outcomes).most_common())
-        raise IngestError(f"no usable {cfg.modality.upper()} slices in {data_dir}: {len(files)} file(s) found, "
-                          f"all rejected ({reasons}); every file's reason is in {failed}")
-    arrays, meta = _assemble(data_dir, accepted, table, cfg, _id_salt(cache_root))
+        raise IngestError(f"no usable {cfg.modality.upper()} samples in {data_dir}: {len(files)} file(s) found, "
+                          f"none used ({reasons}); every file's reason is in {failed}")
+    tables = [p for p in (labels_path, nodules_path) if p]
+    arrays, meta = _assemble(data_dir, samples, tables, outcomes, cfg, salt)
     report["fingerprint"] = meta["fingerprint"]
     meta["rejected"] = report["rejected_by_reason"]
-    meta["unused_label_rows"] = len(report["unused_label_rows"])
+    meta["unused_label_rows"] = len(report.get("unused_label_rows", []))
+    meta["crops"] = report.get("crops")
     meta["ingest_seconds"] = round(time.perf_counter() - started, 3)
-    save_cohort(entry, arrays, meta, report)
+    provenance = [s.provenance for s in samples] if nodules_path else None
+    save_cohort(entry, arrays, meta, report, provenance)
     return replace(load_cohort(entry), from_cache=False)
 
 
-def _find_label_table(data_dir: Path, labels_file: str | Path | None) -> Path | None:
-    if labels_file is not None:
-        path = Path(labels_file).expanduser().resolve()
+def _find_table(data_dir: Path, given: str | Path | None, default_name: str, what: str) -> Path | None:
+    if given is not None:
+        path = Path(given).expanduser().resolve()
         if not path.is_file():
-            raise IngestError(f"{path}: label table not found")
+            raise IngestError(f"{path}: {what} not found")
         return path
-    default = data_dir / "labels.csv"
-    return default if default.is_file() else None  # None: labels from benign/ malignant/ folders
+    default = data_dir / default_name
+    return default if default.is_file() else None
 
 
 def _walk(data_dir: Path, exclude: set[Path | None]) -> list[Path]:
@@ -105,89 +112,78 @@ def _id_salt(cache_root: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-def pseudonym(patient_id: str, salt: bytes) -> str:
-    return "pt-" + hmac.new(salt, patient_id.encode(), hashlib.sha256).hexdigest()[:16]
-
-
-def _read_all(data_dir: Path, files: list[Path], table: LabelTable,
-              cfg: DataConfig) -> tuple[list[Outcome], list[tuple[Path, Slice, int]]]:
-    """Every file's outcome, and the accepted (path, slice, label) triples."""
+def _read_whole_slices(data_dir: Path, files: list[Path], table: LabelTable,
+                       cfg: DataConfig) -> tuple[list[Outcome], list[Sample]]:
+    """Every file's outcome, and a sample per slice (per frame of a multi-frame file)."""
     outcomes: list[Outcome] = []
-    accepted: list[tuple[Path, Slice, int]] = []
-    first_seen: dict[str, str] = {}  # SOPInstanceUID -> file
-    for path in files:
-        rel = path.relative_to(data_dir).as_posix()
-        try:
-            item = read_slice(path, cfg)
-            label = table.label_for(rel, item.series_uid, item.study_uid, item.patient_id)
-            if label is None:
-                raise Rejected("no_label", f"no row in {table.source} for this file, series, study or patient"
-                               if table.source != "folders" else "not under a benign/ or malignant/ folder")
-            if item.sop_uid in first_seen:
-                raise Rejected("duplicate_sop_uid", f"same SOPInstanceUID as {first_seen[item.sop_uid]}")
-        except Rejected as rejection:
-            outcomes.append(Outcome(rel, "rejected", rejection.reason, rejection.detail))
+    samples: list[Sample] = []
+    for rel, image in read_images(data_dir, files, cfg, outcomes):
+        label = table.label_for(rel, image.series_uid, image.study_uid, image.patient_id)
+        if label is None:
+            outcomes.append(Outcome(rel, "rejected", "no_label", f"no row in {table.source} for this file, series, "
+                                    "study or patient" if table.source != "folders"
+                                    else "not under a benign/ or malignant/ folder"))
             continue
-        first_seen[item.sop_uid] = rel
-        outcomes.append(Outcome(rel, "accepted", detail=_norm_detail(item)))
-        accepted.append((path, item, label))
-    return outcomes, accepted
+        norms = []
+        for frame in image.frames:
+            pixels, norm, note = whole_slice(frame.values, image.scale, cfg)
+            samples.append(Sample(pixels, label, image.patient_id, norm, note))
+            norms.append(f"{norm}: {note}" if note else norm)
+        outcomes.append(Outcome(rel, "accepted", detail=", ".join(sorted(set(norms)))))
+    return outcomes, samples
 
 
-def _assemble(data_dir: Path, accepted: list[tuple[Path, Slice, int]], table: LabelTable, cfg: DataConfig,
-              salt: bytes) -> tuple[dict[str, np.ndarray], dict]:
-    """Stack the accepted slices, pseudonymise patients, split them; arrays + cache meta."""
-    pseudonyms = sorted({pseudonym(item.patient_id, salt) for _, item, _ in accepted})
+def _assemble(data_dir: Path, samples: list[Sample], tables: list[Path], outcomes: list[Outcome],
+              cfg: DataConfig, salt: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    """Stack the samples, pseudonymise patients, split them; arrays + cache meta."""
+    pseudonyms = sorted({pseudonym(s.patient_id, salt) for s in samples})
     index = {p: i for i, p in enumerate(pseudonyms)}
-    # A patient is malignant if any of their slices is: that is the label we stratify by.
+    # A patient is malignant if any of their samples is: that is the label we stratify by.
     patient_label: dict[str, int] = {}
-    for _, item, label in accepted:
-        patient_label[item.patient_id] = max(label, patient_label.get(item.patient_id, 0))
+    for s in samples:
+        patient_label[s.patient_id] = max(s.label, patient_label.get(s.patient_id, 0))
     # Split on the raw IDs (not the salted pseudonyms) so the split is the same on every machine.
     assignment = hold_out_training(split_patients(patient_label, cfg.split, cfg.seed), patient_label,
                                    cfg.train_fraction, cfg.seed)
     arrays = {
-        "images": np.stack([item.image for _, item, _ in accepted]).astype(np.float16),
-        "labels": np.array([label for _, _, label in accepted], np.int8),
-        "patients": np.array([index[pseudonym(item.patient_id, salt)] for _, item, _ in accepted], np.int32),
-        "split": np.array([assignment[item.patient_id] for _, item, _ in accepted], np.int8),
+        "images": np.stack([s.image for s in samples]).astype(np.float16),
+        "labels": np.array([s.label for s in samples], np.int8),
+        "patients": np.array([index[pseudonym(s.patient_id, salt)] for s in samples], np.int32),
+        "split": np.array([assignment[s.patient_id] for s in samples], np.int8),
     }
     meta = {
-        "fingerprint": _content_fingerprint(data_dir, accepted),
+        "fingerprint": _content_fingerprint(data_dir, outcomes, samples, tables),
         "settings": {k: getattr(cfg, k) for k in PREPROCESSING_FIELDS},
         "patients": pseudonyms,
-        "normalisation": dict(Counter(item.norm for _, item, _ in accepted)),
+        "normalisation": dict(Counter(s.norm for s in samples)),
         "summary": _summary_rows(arrays),
     }
     return arrays, meta
 
 
-def _content_fingerprint(data_dir: Path, accepted: list[tuple[Path, Slice, int]]) -> str:
-    """A hash of what was used (file bytes and labels): the same data gives the same value on
-    any machine, which is what MLflow records and reproduction compares."""
+def _content_fingerprint(data_dir: Path, outcomes: list[Outcome], samples: list[Sample], tables: list[Path]) -> str:
+    """A hash of what was used (accepted files' bytes, the tables, the sample labels): the same
+    data gives the same value on any machine, which MLflow records and reproduction compares."""
     digest = hashlib.sha256()
-    for path, _, label in accepted:
-        digest.update(path.relative_to(data_dir).as_posix().encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest() + bytes([label]))
+    for rel in sorted(o.file for o in outcomes if o.status == "accepted"):
+        digest.update(rel.encode() + hashlib.sha256((data_dir / rel).read_bytes()).digest())
+    for table in tables:
+        digest.update(hashlib.sha256(table.read_bytes()).digest())
+    digest.update(bytes(s.label for s in samples))
     return digest.hexdigest()[:24]
 
 
-def _norm_detail(item) -> str:
-    return f"{item.norm}: {item.norm_note}" if item.norm_note else item.norm
-
-
-def _report(data_dir: Path, files: list[Path], outcomes: list[Outcome], table: LabelTable, cfg: DataConfig) -> dict:
+def _report(data_dir: Path, files: list[Path], outcomes: list[Outcome], source: str, cfg: DataConfig) -> dict:
     rejected = Counter(o.reason for o in outcomes if o.status == "rejected")
     return {
         "data_dir": str(data_dir),
         "modality": cfg.modality,
-        "label_source": table.source,
+        "label_source": source,
         "files_found": len(files),
         "accepted": sum(o.status == "accepted" for o in outcomes),
         "rejected": sum(rejected.values()),
         "rejected_by_reason": dict(sorted(rejected.items())),
-        "unused_label_rows": table.unused_rows(),
-        "files": [o.as_dict() for o in outcomes],
+        "files": [o.as_dict() for o in sorted(outcomes, key=lambda o: o.file)],
     }
 
 
@@ -213,7 +209,9 @@ def format_summary(cohort: Cohort) -> str:
     if "held_out" in {r["split"] for r in meta["summary"]}:
         lines.append(f"held_out: training patients left out of all training (data.train_fraction "
                      f"{meta['settings']['train_fraction']}); only stage 3's oracle arm uses them")
-    norm = ", ".join(f"{n} slices {k}" for k, n in sorted(meta["normalisation"].items()))
+    if meta.get("crops"):
+        lines.append(_crop_line(meta["crops"]))
+    norm = ", ".join(f"{n} samples {k}" for k, n in sorted(meta["normalisation"].items()))
     lines.append(f"normalisation: {norm}")
     if meta["rejected"]:
         lines.append("rejected files by reason:")
@@ -226,3 +224,14 @@ def format_summary(cohort: Cohort) -> str:
                  f"{'  (read from cache)' if cohort.from_cache else ''}")
     lines.append(f"report {cohort.path / 'ingest_report.json'}")
     return "\n".join(lines)
+
+
+def _crop_line(crops: dict) -> str:
+    rows = ", ".join(f"{n} {status}" for status, n in sorted(crops["nodule_rows"].items()))
+    line = (f"nodule crops: {crops['crops']} from the nodule table's rows ({rows}); {crops['roi_mm']:g} mm square at "
+            f"{crops['pixel_mm']:.3g} mm/px, slices within {crops['slab_mm']:g} mm of each centre; "
+            f"{crops['padded_crops']} padded at an image edge")
+    if crops["series_standing_in_for_patients"]:
+        line += (f"; {crops['series_standing_in_for_patients']} volume(s) without a patient_id stand for a "
+                 "patient each")
+    return line

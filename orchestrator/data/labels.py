@@ -38,7 +38,7 @@ class LabelTable:
 
     def _add_row(self, path: Path, row_number: int, row: dict[str, str]) -> None:
         raw_label = (row.get("label") or "").strip().lower()
-        label = LABELS.get(raw_label, {"0": 0, "1": 1}.get(raw_label))
+        label = parse_label(raw_label)
         if label is None:
             raise LabelError(f"{path} row {row_number}: label {raw_label!r} is not benign / malignant / 0 / 1")
         keys = [(c, (row.get(c) or "").strip()) for c in KEY_COLUMNS if (row.get(c) or "").strip()]
@@ -70,6 +70,12 @@ class LabelTable:
             for (column, _), (_, row) in sorted(self.rows.items(), key=lambda kv: kv[1][1])
             if row not in self.used_rows
         ]
+
+
+def parse_label(raw: str) -> int | None:
+    """benign / malignant / 0 / 1 (any case) -> 0 / 1; None for anything else."""
+    raw = raw.strip().lower()
+    return LABELS.get(raw, {"0": 0, "1": 1}.get(raw))
 
 
 def folder_label(rel_path: str) -> int | None:

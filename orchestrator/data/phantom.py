@@ -1,4 +1,12 @@
-"""The built-in phantom cohort: seeded PET and CT slices through a lung nodule, as real DICOM.
+"""The built-in phantom cohort: seeded PET and CT series of a thorax with a lung nodule, as real DICOM.
+
+By default (`layout="series"`) each patient gets what a real download holds: a whole axial
+series per modality at the scanner spacing of `MODALITIES` (PET 4 mm, CT 1.25 mm in plane,
+over a 400 mm field of view), covering the nodule's level, with the nodule at a varied,
+recorded place inside a lung, optionally as one enhanced multi-frame file per series; and
+`nodules.csv` gives every nodule in world millimetres, as LUNA16 does. `layout="slices"` writes
+the older shape: a few targeted slices through the nodule plus `labels.csv` (whole-slice
+input, which ingest still takes).
 
 Each patient gets a thorax (body, two lungs, spine, vessels) and one nodule whose look
 depends on the label, as SPEC.md says: malignant nodules are on average larger, irregular
@@ -13,6 +21,7 @@ tags SUV needs. Everything derives from the seed, so the same seed gives the sam
 """
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 from dataclasses import dataclass
@@ -24,11 +33,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+from orchestrator.data.modalities import MODALITIES
+
 # A targeted reconstruction (display FOV 160 mm) around the nodule, as nodule work-ups use:
 # at 64 px a pixel is 2.5 mm, so 4-15 mm nodules stay visible at the small sizes tests use.
 FIELD_OF_VIEW_MM = 160.0
+BODY_FIELD_OF_VIEW_MM = 400.0  # a whole-body reconstruction: what a series layout is written at
+CT_BLUR_MM = 0.375  # the scanner's in-plane resolution on CT
 F18_HALF_LIFE_S = 6586.2
 PET_PSF_SIGMA_MM = 2.5  # ~6 mm FWHM: small hot nodules lose contrast (partial volume)
 
@@ -62,7 +73,6 @@ SUBTYPES = {
         Subtype(0.35, (5.0, 10.0), 0.10, (0, 1), 0.3, (0.7, 1.8), (-80, 40), 0.3),  # hamartoma
     ),
 }
-MODALITY_FOLDERS = {"pet": "pet", "ct": "ct"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,9 @@ class Patient:
     injected_dose_bq: float
     uptake_s: float
     study_date: dt.date
-    view_centre_mm: tuple[float, float]  # centre of the reconstructed field of view
+    view_centre_mm: tuple[float, float]  # centre of the targeted reconstruction (slices layout)
+    nodule_z_mm: float  # the nodule centre's table position (series layout)
+    series_shift: float  # where the nodule sits along its series, as a share of the series' length
 
 
 def make_patients(count: int, seed: int) -> list[Patient]:
@@ -146,17 +158,46 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
         uptake_s=float(rng.uniform(50, 75) * 60),
         study_date=dt.date(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1500))),
         view_centre_mm=(float(centre[0] + rng.uniform(-35, 35)), float(centre[1] + rng.uniform(-35, 35))),
+        nodule_z_mm=float(rng.uniform(-180.0, -60.0)),
+        series_shift=float(rng.uniform(-0.25, 0.25)),
     )
 
 
 # ---------------------------------------------------------------------------- rendering
 
 
-def _grid_mm(p: Patient, size: int) -> tuple[np.ndarray, np.ndarray]:
-    spacing = FIELD_OF_VIEW_MM / size
-    axis = (np.arange(size) - (size - 1) / 2) * spacing
+@dataclass(frozen=True)
+class View:
+    """A reconstructed field of view: its centre (x, y in mm), width in mm and pixels."""
+
+    centre_mm: tuple[float, float]
+    fov_mm: float
+    size: int
+
+    @property
+    def spacing(self) -> float:
+        return self.fov_mm / self.size
+
+    @property
+    def corner_mm(self) -> tuple[float, float]:
+        """Centre of the first pixel: DICOM's Image Position (Patient), x and y."""
+        return tuple(c - self.fov_mm / 2 + self.spacing / 2 for c in self.centre_mm)
+
+
+def targeted_view(p: Patient, size: int) -> View:
+    return View(p.view_centre_mm, FIELD_OF_VIEW_MM, size)
+
+
+def _grid_mm(view: View) -> tuple[np.ndarray, np.ndarray]:
+    axis = (np.arange(view.size) - (view.size - 1) / 2) * view.spacing
     x, y = np.meshgrid(axis, axis, indexing="xy")
-    return x + p.view_centre_mm[0], y + p.view_centre_mm[1]
+    return x + view.centre_mm[0], y + view.centre_mm[1]
+
+
+def _scattered(rng: np.random.Generator, low: int, high: int, view: View) -> int:
+    """How many scattered structures (vessels, hot spots) a view holds: as many per area as in
+    the targeted view, whatever the field of view."""
+    return int(rng.integers(low, high) * round((view.fov_mm / FIELD_OF_VIEW_MM) ** 2))
 
 
 def _nodule_mask(p: Patient, x: np.ndarray, y: np.ndarray, cross_section: float) -> np.ndarray:
@@ -170,10 +211,10 @@ def _nodule_mask(p: Patient, x: np.ndarray, y: np.ndarray, cross_section: float)
     for angle, length in n.spikes:  # thin spicules: narrow angular peaks
         gap = np.angle(np.exp(1j * (theta - angle)))
         boundary += length * np.exp(-0.5 * (gap / 0.07) ** 2)
-    return r <= n.radius_mm * cross_section * boundary
+    return r <= n.radius_mm * cross_section * boundary if cross_section > 0 else np.zeros_like(r, bool)
 
 
-def _anatomy(p: Patient, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _anatomy(p: Patient, x: np.ndarray, y: np.ndarray, view: View, rng: np.random.Generator) -> dict[str, np.ndarray]:
     a, b = p.body_axes_mm
     la, lb = p.lung_axes_mm
     body = (x / a) ** 2 + (y / b) ** 2 <= 1
@@ -182,16 +223,16 @@ def _anatomy(p: Patient, x: np.ndarray, y: np.ndarray, rng: np.random.Generator)
         lungs |= ((x - side * 0.5 * a) / la) ** 2 + ((y + 0.05 * b) / lb) ** 2 <= 1
     spine = np.hypot(x, y - 0.72 * b) <= 0.12 * b
     vessels = np.zeros_like(body)
-    for _ in range(int(rng.integers(3, 9))):  # round vessels in the lung: nodule look-alikes
+    for _ in range(_scattered(rng, 3, 9, view)):  # round vessels in the lung: nodule look-alikes
         cx, cy = rng.uniform(x.min(), x.max()), rng.uniform(y.min(), y.max())
         vessels |= np.hypot(x - cx, y - cy) <= rng.uniform(1.5, 4.0)
     return {"body": body, "lungs": lungs & body, "spine": spine & body, "vessels": vessels & lungs}
 
 
-def render_ct(p: Patient, size: int, cross_section: float, rng: np.random.Generator) -> np.ndarray:
+def render_ct(p: Patient, view: View, cross_section: float, rng: np.random.Generator) -> np.ndarray:
     """One CT slice in HU."""
-    x, y = _grid_mm(p, size)
-    parts = _anatomy(p, x, y, rng)
+    x, y = _grid_mm(view)
+    parts = _anatomy(p, x, y, view, rng)
     hu = np.full(x.shape, -1000.0)
     hu[parts["body"]] = 40.0
     hu[parts["lungs"]] = -850.0
@@ -201,14 +242,14 @@ def render_ct(p: Patient, size: int, cross_section: float, rng: np.random.Genera
     hu[nodule] = p.nodule.ct_hu
     if p.nodule.calcified:
         hu[_nodule_mask(p, x, y, cross_section * 0.4) & nodule] = 350.0
-    hu = ndimage.gaussian_filter(hu, sigma=0.6 * size / 256)
+    hu = ndimage.gaussian_filter(hu, sigma=CT_BLUR_MM / view.spacing)
     return hu + rng.normal(0.0, p.ct_noise_hu, hu.shape)
 
 
-def render_pet_suv(p: Patient, size: int, cross_section: float, rng: np.random.Generator) -> np.ndarray:
+def render_pet_suv(p: Patient, view: View, cross_section: float, rng: np.random.Generator) -> np.ndarray:
     """One PET slice in SUV (body-weight), blurred by the scanner PSF, with count noise."""
-    x, y = _grid_mm(p, size)
-    parts = _anatomy(p, x, y, rng)
+    x, y = _grid_mm(view)
+    parts = _anatomy(p, x, y, view, rng)
     suv = np.zeros(x.shape)
     suv[parts["body"]] = rng.uniform(0.6, 1.6)
     suv[parts["lungs"]] = rng.uniform(0.2, 0.8)
@@ -219,11 +260,11 @@ def render_pet_suv(p: Patient, size: int, cross_section: float, rng: np.random.G
     # Physiological uptake outside the lungs (lymph nodes, oesophagus, brown fat): hot spots
     # that are not nodules, so "brightest pixel" is not the answer and context must be learnt.
     tissue = parts["body"] & ~parts["lungs"]
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(_scattered(rng, 1, 5, view)):
         cx, cy = rng.uniform(x.min(), x.max()), rng.uniform(y.min(), y.max())
         spot = (np.hypot(x - cx, y - cy) <= rng.uniform(3.0, 12.0)) & tissue
         suv[spot] = rng.uniform(2.0, 9.0)
-    suv = ndimage.gaussian_filter(suv, sigma=PET_PSF_SIGMA_MM * size / FIELD_OF_VIEW_MM)
+    suv = ndimage.gaussian_filter(suv, sigma=PET_PSF_SIGMA_MM / view.spacing)
     noisy = suv + rng.normal(0.0, 1.0, suv.shape) * p.pet_noise * np.sqrt(np.maximum(suv, 0.0))
     return np.maximum(noisy, 0.0)
 
@@ -272,30 +313,29 @@ def _base_dataset(p: Patient, seed: int, sop_class: str, sop_uid: str) -> Datase
     return ds
 
 
-def _image_dataset(p: Patient, seed: int, modality: str, slice_index: int, z_mm: float,
-                   size: int, stored: np.ndarray) -> Dataset:
-    sop_class = PET_IMAGE_STORAGE if modality == "pet" else CT_IMAGE_STORAGE
-    ds = _base_dataset(p, seed, sop_class, _uid(seed, modality, p.index, slice_index))
-    ds.Modality = "PT" if modality == "pet" else "CT"
+def _image_dataset(p: Patient, seed: int, modality: str, slice_index: int, z_mm: float, view: View,
+                   slice_mm: float, stored: np.ndarray) -> Dataset:
+    entry = MODALITIES[modality]
+    ds = _base_dataset(p, seed, entry.image_storage, _uid(seed, modality, p.index, slice_index))
+    ds.Modality = entry.dicom_code
     ds.SeriesInstanceUID = _uid(seed, "series", modality, p.index)
-    ds.SeriesNumber = 1 if modality == "ct" else 2
+    ds.SeriesNumber = 1 + list(WRITERS).index(modality)
     ds.SeriesDate = ds.StudyDate
     ds.InstanceNumber = slice_index + 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    spacing = FIELD_OF_VIEW_MM / size
-    ds.PixelSpacing = [f"{spacing:.6g}", f"{spacing:.6g}"]
-    ds.SliceThickness = "2"
-    corner = [c - FIELD_OF_VIEW_MM / 2 + spacing / 2 for c in p.view_centre_mm]
-    ds.ImagePositionPatient = [f"{corner[0]:.6g}", f"{corner[1]:.6g}", f"{z_mm:.4g}"]
+    ds.PixelSpacing = [f"{view.spacing:.6g}", f"{view.spacing:.6g}"]
+    ds.SliceThickness = f"{slice_mm:g}"
+    corner = view.corner_mm
+    ds.ImagePositionPatient = [f"{corner[0]:.6g}", f"{corner[1]:.6g}", f"{z_mm:.6g}"]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.SliceLocation = f"{z_mm:.4g}"
+    ds.SliceLocation = f"{z_mm:.6g}"
     ds.set_pixel_data(stored, "MONOCHROME2", 16, generate_instance_uid=False)
     return ds
 
 
-def _ct_dataset(p: Patient, seed: int, j: int, z: float, size: int, hu: np.ndarray) -> Dataset:
+def _ct_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: float, hu: np.ndarray) -> Dataset:
     stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
-    ds = _image_dataset(p, seed, "ct", j, z, size, stored)
+    ds = _image_dataset(p, seed, "ct", j, z, view, slice_mm, stored)
     ds.SeriesTime = "091000"
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
     ds.KVP = "120"
@@ -303,7 +343,7 @@ def _ct_dataset(p: Patient, seed: int, j: int, z: float, size: int, hu: np.ndarr
     return ds
 
 
-def _pet_dataset(p: Patient, seed: int, j: int, z: float, size: int, suv: np.ndarray) -> Dataset:
+def _pet_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: float, suv: np.ndarray) -> Dataset:
     series_start = dt.datetime.combine(p.study_date, dt.time(9, 0)) + dt.timedelta(seconds=p.uptake_s)
     injection = dt.datetime.combine(p.study_date, dt.time(9, 0))
     # Images are decay-corrected to the series start: SUV = C * weight / dose(at series start).
@@ -311,7 +351,7 @@ def _pet_dataset(p: Patient, seed: int, j: int, z: float, size: int, suv: np.nda
     bq_ml = suv * dose_at_start / (p.weight_kg * 1000.0)
     slope = max(float(bq_ml.max()), 1.0) / 60000.0
     stored = np.round(bq_ml / slope).astype(np.uint16)
-    ds = _image_dataset(p, seed, "pet", j, z, size, stored)
+    ds = _image_dataset(p, seed, "pet", j, z, view, slice_mm, stored)
     ds.SeriesTime = ds.AcquisitionTime = series_start.strftime("%H%M%S")
     ds.RescaleIntercept, ds.RescaleSlope = "0", f"{slope:.8g}"
     ds.Units = "BQML"
@@ -340,27 +380,115 @@ def _pet_dataset(p: Patient, seed: int, j: int, z: float, size: int, suv: np.nda
     return ds
 
 
+# What the phantom can draw and write, per modality of orchestrator.data.modalities: a renderer
+# (physical values of one slice) and a DICOM writer.
+WRITERS = {"ct": (render_ct, _ct_dataset), "pet": (render_pet_suv, _pet_dataset)}
+# Per-slice attributes that an enhanced image moves into its functional groups.
+FRAME_ATTRIBUTES = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                    "RescaleIntercept", "RescaleSlope", "RescaleType", "InstanceNumber", "SliceLocation", "ImageIndex",
+                    "NumberOfSlices", "WindowCenter", "WindowWidth")
+
+
+def _as_enhanced(slices: list[Dataset], modality: str, seed: int, p: Patient) -> Dataset:
+    """One enhanced multi-frame image of a series' slices: plane position and rescale per frame,
+    orientation and pixel measures shared (PS3.3 C.7.6.16)."""
+    entry = MODALITIES[modality]
+    ds = copy.deepcopy(slices[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = entry.enhanced_storage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid(seed, "enhanced", modality, p.index)
+    for keyword in FRAME_ATTRIBUTES:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    measures, orientation = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = slices[0].PixelSpacing, slices[0].SliceThickness
+    orientation.ImageOrientationPatient = slices[0].ImageOrientationPatient
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for s in slices:
+        position, rescale, group = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = s.ImagePositionPatient
+        rescale.RescaleIntercept, rescale.RescaleSlope = s.RescaleIntercept, s.RescaleSlope
+        rescale.RescaleType = entry.units
+        group.PlanePositionSequence, group.PixelValueTransformationSequence = [position], [rescale]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.set_pixel_data(np.stack([s.pixel_array for s in slices]), "MONOCHROME2", 16, generate_instance_uid=False)
+    return ds
+
+
+def series_positions(p: Patient, slices: int, slice_mm: float) -> np.ndarray:
+    """Table positions (z, mm) of a series of `slices` slices around the nodule's level."""
+    return p.nodule_z_mm + (np.arange(slices) - (slices - 1) / 2 + p.series_shift * slices) * slice_mm
+
+
+def _series_slices(p: Patient, seed: int, modality: str, slices: int) -> list[Dataset]:
+    in_plane, slice_mm = MODALITIES[modality].scanner_spacing_mm
+    view = View((0.0, 0.0), BODY_FIELD_OF_VIEW_MM, int(round(BODY_FIELD_OF_VIEW_MM / in_plane)))
+    datasets = []
+    for k, z in enumerate(series_positions(p, slices, slice_mm)):
+        depth = (z - p.nodule_z_mm) / p.nodule.radius_mm
+        cross_section = float(np.sqrt(max(1.0 - depth ** 2, 0.0)))  # 0: the slice misses the nodule
+        rng = np.random.default_rng([seed, 3, p.index, k, modality == "pet"])
+        render, dataset = WRITERS[modality]
+        datasets.append(dataset(p, seed, k, z, view, slice_mm, render(p, view, cross_section, rng)))
+    return datasets
+
+
+def _targeted_slices(p: Patient, seed: int, modality: str, slices: int, size: int) -> list[Dataset]:
+    view = targeted_view(p, size)
+    datasets = []
+    for j, (z, scale) in enumerate(slice_cross_sections(p, slices)):
+        rng = np.random.default_rng([seed, 2, p.index, j, modality == "pet"])
+        render, dataset = WRITERS[modality]
+        datasets.append(dataset(p, seed, j, z, view, 2.0, render(p, view, scale, rng)))
+    return datasets
+
+
 def write_phantom_cohort(out: Path, patients: int = 80, modality: str = "both", size: int = 256,
-                         seed: int = 0, slices: int = 4) -> Path:
-    """Write the cohort under `out/{pet,ct}/pNNN/slice_NN.dcm` plus `out/labels.csv`; return the CSV path."""
-    if patients < 1 or slices < 1 or size < 16:
-        raise ValueError("need at least 1 patient, 1 slice and 16 px")
-    modalities = ["pet", "ct"] if modality == "both" else [modality]
+                         seed: int = 0, slices: int = 4, layout: str = "series", enhanced: bool = False) -> Path:
+    """Write the cohort under `out/{pet,ct}/pNNN/` and return its table: `nodules.csv` (layout
+    "series": `slices` slices per series at the modality's scanner spacing, or one enhanced
+    file per series) or `labels.csv` (layout "slices": `slices` targeted slices through the
+    nodule, `size` px a side)."""
+    if patients < 1 or slices < 1 or size < 16 or layout not in ("series", "slices"):
+        raise ValueError("need at least 1 patient, 1 slice and 16 px, and layout 'series' or 'slices'")
+    if enhanced and layout != "series":
+        raise ValueError("enhanced multi-frame files hold whole series: use layout 'series'")
+    modalities = list(WRITERS) if modality == "both" else [modality]
     cohort = make_patients(patients, seed)
     for p in cohort:
         for m in modalities:
-            folder = out / MODALITY_FOLDERS[m] / f"p{p.index:03d}"
+            folder = out / m / f"p{p.index:03d}"
             folder.mkdir(parents=True, exist_ok=True)
-            for j, (z, scale) in enumerate(slice_cross_sections(p, slices)):
-                rng = np.random.default_rng([seed, 2, p.index, j, m == "pet"])
-                if m == "ct":
-                    ds = _ct_dataset(p, seed, j, z, size, render_ct(p, size, scale, rng))
-                else:
-                    ds = _pet_dataset(p, seed, j, z, size, render_pet_suv(p, size, scale, rng))
-                pydicom.dcmwrite(folder / f"slice_{j:02d}.dcm", ds, enforce_file_format=True)
-    labels = out / "labels.csv"
-    with labels.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["patient_id", "label"])
-        writer.writerows((p.patient_id, p.label) for p in cohort)
-    return labels
+            if layout == "slices":
+                datasets = _targeted_slices(p, seed, m, slices, size)
+            else:
+                datasets = _series_slices(p, seed, m, slices)
+            if enhanced:
+                pydicom.dcmwrite(folder / "series.dcm", _as_enhanced(datasets, m, seed, p), enforce_file_format=True)
+                continue
+            for j, ds in enumerate(datasets):
+                pydicom.dcmwrite(folder / f"slice_{j:03d}.dcm" if layout == "series" else folder / f"slice_{j:02d}.dcm",
+                                 ds, enforce_file_format=True)
+    return _write_table(out, cohort, modalities, seed, layout)
+
+
+def _write_table(out: Path, cohort: list[Patient], modalities: list[str], seed: int, layout: str) -> Path:
+    if layout == "slices":
+        path = out / "labels.csv"
+        rows = [{"patient_id": p.patient_id, "label": p.label} for p in cohort]
+    else:  # the nodule in world millimetres, one row per series, as LUNA16 gives it
+        path = out / "nodules.csv"
+        rows = [{"series_uid": _uid(seed, "series", m, p.index), "coord_x": f"{p.nodule.centre_mm[0]:.3f}",
+                 "coord_y": f"{p.nodule.centre_mm[1]:.3f}", "coord_z": f"{p.nodule_z_mm:.3f}",
+                 "diameter_mm": f"{2 * p.nodule.radius_mm:.2f}", "label": p.label, "modality": m}
+                for p in cohort for m in modalities]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

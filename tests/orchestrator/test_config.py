@@ -45,7 +45,7 @@ def test_wrong_type_names_the_key_and_the_file(tmp_path):
     path.write_text("gan:\n  n_critic: five\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: 'gan\.n_critic' must be an integer, got 'five'"):
         load_config("pet", config_file=path)
-    with pytest.raises(ConfigError, match=r"--set: 'data\.modality' must be one of \['pet', 'ct'\]"):
+    with pytest.raises(ConfigError, match=r"data\.modality 'mri' is not a known modality \(known: pet, ct\)"):
         load_config(overrides=["data.modality=mri"])
     with pytest.raises(ConfigError, match=r"'gan\.betas' must be a list of 2 numbers"):
         load_config(overrides=["gan.betas=0.5"])

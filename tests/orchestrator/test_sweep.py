@@ -34,6 +34,9 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         assert "best_checkpoint/state.pt" in best
     ranking = {a.path for a in client.list_artifacts(parent.info.run_id, "ranking")}
     assert {"ranking/gan_ranking.csv", "ranking/gan_ranking.md", "ranking/gan_best_per_arch.md"} <= ranking
+    # the default data are series + nodules.csv: every crop's provenance is on the parent run
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "data")} == {"data/crops.json",
+                                                                                "data/crops_summary.json"}
 
     sweep_id = parent.data.tags["medgan.sweep"]
     assert sweep_id.startswith("pet-") and (tmp_path / "tune" / sweep_id / "sweep.json").exists()

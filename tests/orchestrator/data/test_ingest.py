@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGLSLossless, generate_uid
+from pydicom.uid import generate_uid
 
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.split import SPLITS
@@ -65,8 +65,8 @@ def test_pet_without_suv_tags_falls_back_to_per_slice_and_says_so(data_copy, dat
         del ds.PatientWeight
         ds.save_as(path)
     cohort = ingest(data_copy, replace(data_cfg, size=64))  # 64 px: no resize after normalising
-    assert cohort.meta["normalisation"] == {"slice_minmax": 24}
-    assert _outcome(cohort, "pet/p000/slice_00.dcm")["detail"] == "slice_minmax: no usable PatientWeight"
+    assert cohort.meta["normalisation"] == {"minmax": 24}
+    assert _outcome(cohort, "pet/p000/slice_00.dcm")["detail"] == "minmax: no usable PatientWeight"
     images = np.asarray(cohort.images, np.float32).reshape(24, -1)
     assert np.allclose(images.max(1), 1.0, atol=1e-3) and np.allclose(images.min(1), 0.0, atol=1e-3)
 
@@ -152,12 +152,12 @@ def test_other_modalities_are_rejected(data_copy, data_cfg):
 
 def test_compressed_syntax_without_decoder_is_rejected(data_copy, data_cfg):
     ds = pydicom.dcmread(_a_pet_file(data_copy))
-    ds.PixelData = encapsulate([b"\xff\xd8not-really-jpeg-ls\xff\xd9"])
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3not-really-compressed"])
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: nothing decodes video here
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.save_as(data_copy / "pet" / "jpegls.dcm")
-    outcome = _outcome(ingest(data_copy, data_cfg), "pet/jpegls.dcm")
-    assert outcome["reason"] == "compressed_no_decoder" and "JPEG-LS" in outcome["detail"]
+    ds.save_as(data_copy / "pet" / "video.dcm")
+    outcome = _outcome(ingest(data_copy, data_cfg), "pet/video.dcm")
+    assert outcome["reason"] == "compressed_no_decoder" and "MPEG2" in outcome["detail"]
 
 
 def test_slices_of_unexpected_shape_are_rejected(data_copy, data_cfg):
@@ -209,8 +209,8 @@ def test_nothing_usable_exits_non_zero_with_the_reasons(tmp_path, data_cfg, caps
     code = ingest_main([str(tmp_path / "data"), "--modality", "pet", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "no usable PET slices" in err and "1 other_modality" in err and "1 not_dicom" in err
-    with pytest.raises(IngestError, match="2 file\\(s\\) found, all rejected"):
+    assert "no usable PET samples" in err and "1 other_modality" in err and "1 not_dicom" in err
+    with pytest.raises(IngestError, match="2 file\\(s\\) found, none used"):
         ingest(tmp_path / "data", data_cfg)
 
 

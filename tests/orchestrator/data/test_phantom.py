@@ -1,10 +1,12 @@
 import csv
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pydicom
 import pytest
 
+from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import F18_HALF_LIFE_S, make_patients, write_phantom_cohort
 from orchestrator.phantom import main as phantom_main
 
@@ -90,7 +92,7 @@ def test_malignant_nodules_are_larger_and_hotter_on_average():
 
 
 def test_the_brightest_pixel_is_not_the_answer(tmp_path):
-    write_phantom_cohort(tmp_path, patients=40, modality="pet", size=64, seed=1, slices=1)
+    write_phantom_cohort(tmp_path, patients=40, modality="pet", size=64, seed=1, slices=1, layout="slices")
     labels = {r["patient_id"]: r["label"] for r in csv.DictReader((tmp_path / "labels.csv").open())}
     peak = {"benign": [], "malignant": []}
     for f in tmp_path.rglob("*.dcm"):
@@ -98,3 +100,54 @@ def test_the_brightest_pixel_is_not_the_answer(tmp_path):
         peak[labels[ds.PatientID]].append(float((ds.pixel_array * float(ds.RescaleSlope)).max()))
     # physiological hot spots outside the lungs make the slice maximum overlap between labels
     assert max(peak["benign"]) > np.median(peak["malignant"])
+
+
+# ---------------------------------------------------------------- the default, real-shaped layout
+
+
+@pytest.fixture(scope="module")
+def series_dir(tmp_path_factory):
+    """6 patients, a PET and a CT series of 6 slices each, and nodules.csv (the sweep's default shape)."""
+    out = tmp_path_factory.mktemp("series")
+    write_phantom_cohort(out, patients=6, modality="both", seed=5, slices=6)
+    return out
+
+
+def test_a_series_phantom_is_shaped_like_a_download(series_dir):
+    rows = list(csv.DictReader((series_dir / "nodules.csv").open()))
+    assert len(rows) == 12 and {r["modality"] for r in rows} == {"pet", "ct"}
+    assert set(rows[0]) == {"series_uid", "coord_x", "coord_y", "coord_z", "diameter_mm", "label", "modality"}
+    for modality, spacing, step in [("pet", 4.0, 3.0), ("ct", 1.25, 2.5)]:
+        for folder in sorted((series_dir / modality).iterdir()):
+            datasets = [pydicom.dcmread(f) for f in sorted(folder.glob("*.dcm"))]
+            assert len(datasets) == 6 and len({ds.SeriesInstanceUID for ds in datasets}) == 1
+            assert {float(ds.PixelSpacing[0]) for ds in datasets} == {spacing}
+            z = [float(ds.ImagePositionPatient[2]) for ds in datasets]
+            np.testing.assert_allclose(np.diff(z), step, atol=1e-3)
+
+
+def test_each_nodule_lies_where_nodules_csv_says(series_dir):
+    """At the world position of the table, the CT voxel holds the nodule, not lung."""
+    for row in csv.DictReader((series_dir / "nodules.csv").open()):
+        if row["modality"] != "ct":
+            continue
+        datasets = [pydicom.dcmread(f) for f in (series_dir / "ct").rglob("*.dcm")]
+        series = [ds for ds in datasets if ds.SeriesInstanceUID == row["series_uid"]]
+        nearest = min(series, key=lambda ds: abs(float(ds.ImagePositionPatient[2]) - float(row["coord_z"])))
+        x0, y0 = (float(v) for v in nearest.ImagePositionPatient[:2])
+        i = round((float(row["coord_x"]) - x0) / float(nearest.PixelSpacing[1]))
+        j = round((float(row["coord_y"]) - y0) / float(nearest.PixelSpacing[0]))
+        hu = nearest.pixel_array.astype(float) * float(nearest.RescaleSlope) + float(nearest.RescaleIntercept)
+        assert hu[j, i] > -650, f"row for {row['label']}: {hu[j, i]:.0f} HU at the nodule centre"
+
+
+def test_an_enhanced_phantom_ingests_to_the_same_crops(tmp_path, data_cfg):
+    cfg = replace(data_cfg, modality="ct", size=32)
+    cohorts = []
+    for name, enhanced in [("single", False), ("enhanced", True)]:
+        write_phantom_cohort(tmp_path / name, patients=6, modality="ct", seed=5, slices=4, enhanced=enhanced)
+        cohorts.append(ingest(tmp_path / name, cfg))
+    assert len(list((tmp_path / "enhanced").rglob("*.dcm"))) == 6
+    assert pydicom.dcmread(next((tmp_path / "enhanced").rglob("*.dcm"))).NumberOfFrames == 4
+    np.testing.assert_array_equal(np.asarray(cohorts[0].images), np.asarray(cohorts[1].images))
+    assert len(cohorts[0].images) >= 6
