@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.common import REPO, Section, phantom_arrays
+from trainables.gan.checkpoint import GRID_FILE
 
 SETTINGS = {  # name -> gan settings over the laptop preset's
     "paper recipe: n_critic 5, no augmentation (baseline)": {"n_critic": 5, "diffaugment": ""},
@@ -68,11 +69,12 @@ def train_for(name: str, changes: dict, minutes: float, tmp: Path, out: Path) ->
     arrays = phantom_arrays(cfg)
     started, curve, speed = time.perf_counter(), [], []
 
-    def report(metrics: dict, folder: Path) -> None:
+    def report(metrics: dict, folder: Path | None) -> None:
         elapsed = (time.perf_counter() - started) / 60
         curve.append((elapsed, metrics["fid"], metrics["epoch"]))
         speed.append(metrics["images_per_s"])
-        shutil.copy(folder / "samples.png", out / f"{_slug(name)}.png")
+        if folder is not None:  # None: the run diverged
+            shutil.copy(folder / GRID_FILE, out / f"{_slug(name)}.png")
         if elapsed >= minutes:
             raise Budget
 

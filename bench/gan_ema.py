@@ -22,7 +22,8 @@ from orchestrator.config import load_config
 from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import write_phantom_cohort
 from trainables.gan.evaluate import GanEvaluator
-from trainables.gan.loop import CHECKPOINT_FILE, fit
+from trainables.gan import checkpoint
+from trainables.gan.loop import fit
 from trainables.gan.models import build_gan
 
 
@@ -53,13 +54,13 @@ def main() -> None:
                    "epochs": args.epochs, "eval_every": args.epochs, "eval_images": args.images, "seed": seed}
             kept = tmp / f"seed{seed}"
             fit(cfg, data, lambda metrics, folder: shutil.copytree(folder, kept))
-            state = torch.load(kept / CHECKPOINT_FILE, weights_only=True)
+            state = checkpoint.load(kept)
             evaluator = GanEvaluator(val_images, val_labels, num_images=args.images,
                                      latent_dim=cfg["latent_dim"], seed=seed)
             scores = {}
             for name in ("generator", "ema"):
-                generator = build_gan(cfg).generator
-                generator.load_state_dict(state[name])
+                generator = build_gan({**cfg, "num_classes": 2}).generator
+                generator.load_state_dict(getattr(state, name))
                 scores[name] = evaluator.evaluate(generator)
             raw, ema = scores["generator"], scores["ema"]
             ratios.append(ema["fid"] / raw["fid"])

@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GanConfig:
-    arch: Literal["dcgan", "cgan"] = "cgan"
+    arch: str = "cgan"  # a name in trainables.gan.models.GAN_REGISTRY, checked when the config is built
     latent_dim: int = 256
     g_channels: int = 64  # generator width at the output resolution (doubles per stage down)
     d_channels: int = 64  # critic width at the input resolution
@@ -76,7 +76,7 @@ class GanConfig:
     # small training sets: the critic cannot memorise what it never sees twice alike.
     diffaugment: str = ""
     ema_decay: float = 0.999  # EMA copy of the generator for evaluation / sampling; 0 turns it off
-    bf16: bool = False  # bf16 autocast on CUDA workers
+    bf16: bool = False  # bf16 autocast (for GPUs; CPU runs it too, slowly)
     seed: int = 0
     eval_every: int = 10
     eval_images: int = 256  # generated images per evaluation (FID costs ~0.3 s each on CPU)
@@ -92,7 +92,9 @@ class SearchConfig:
     seed: int = 0
     grace_epochs: int = 50  # ASHA stops no trial before this many epochs (GAN metrics are noisy early)
     workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
-    gpus_per_worker: float | None = None  # None: 1 if the cluster has GPUs, else 0 (CPU); fractions share a GPU
+    # None: resolved once when the sweep starts (orchestrator/sweep.resolve_resources): 1 if the cluster
+    # has GPUs, else 0 (CPU); fractions share a GPU. sweep.json records the resolved value.
+    gpus_per_worker: float | None = None
     cpus_per_worker: float = 1.0
     max_failures: int = 1  # retries of a crashed trial, from its last checkpoint
     keep_checkpoints: int = 3  # per trial, the best by the ranking metric
@@ -111,6 +113,7 @@ class SynthConfig:
     audit_threshold: float | None = None
     exclude_flagged: bool = True  # flagged images are left out of the set the classifiers see
     export_dicom: bool = False  # also write the kept images as DICOM Secondary Capture (marked synthetic)
+    gpus_per_task: float | None = None  # per sampling + audit task; None: resolved at the start (1 or 0)
     seed: int = 0
 
 
@@ -133,8 +136,9 @@ class ClassifyConfig:
     patience: int = 8  # epochs without a better validation AUC before stopping
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
     bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
+    bf16: bool = False  # bf16 autocast in training and scoring (for GPUs; CPU runs it too, slowly)
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: 0.25 (four trials per GPU) if the cluster has GPUs, else 0
+    gpus_per_trial: float | None = None  # None: resolved at the start: 0.25 (four trials per GPU) or 0
     weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file
 
 
@@ -328,7 +332,18 @@ def _check_stage_settings(config: Config) -> None:
     if unknown:
         raise ConfigError(f"classify.epochs_per_classifier names {unknown}, which classify.classifiers "
                           f"({config.classify.classifiers}) does not train")
-    from orchestrator.data.modalities import MODALITIES  # the registry is the source of truth
+    from orchestrator.data.modalities import MODALITIES  # the registries are the source of truth
+    from trainables.classify.models import CLASSIFIER_REGISTRY
+    from trainables.gan.models import GAN_REGISTRY
+
+    archs = [config.gan.arch, *config.search.space.get("arch", {}).get("values", [])]
+    for arch in archs:
+        if arch not in GAN_REGISTRY:
+            raise ConfigError(f"gan.arch {arch!r} is not a known architecture (known: {', '.join(sorted(GAN_REGISTRY))})")
+    unknown = sorted(set(config.classify.classifiers) - set(CLASSIFIER_REGISTRY))
+    if unknown:
+        raise ConfigError(f"classify.classifiers names {unknown}: not known classifiers "
+                          f"(known: {', '.join(sorted(CLASSIFIER_REGISTRY))})")
 
     if config.data.modality not in MODALITIES:
         raise ConfigError(f"data.modality {config.data.modality!r} is not a known modality "

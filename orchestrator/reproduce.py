@@ -84,7 +84,7 @@ def rerun_classifier(client: MlflowClient, parent_id: str, trial: dict, data: di
     from orchestrator.stages.classify import trial_settings
     from trainables.classify.loop import fit_classifier
 
-    settings = trial_settings(trial)
+    settings = {**trial_settings(trial), "gpus": 0}  # locally, on this machine's CPU
     synthetic = load_synthetic_set(client, parent_id, settings["set"]) if settings["set"] else None
     if epochs:
         settings["epochs"] = epochs

@@ -52,6 +52,13 @@ def read_record(sweep_path: str) -> dict:
         raise FileNotFoundError(f"{sweep_path} has no {SWEEP_RECORD}: not a sweep folder") from err
 
 
+def read_file(uri: str) -> bytes:
+    """One file of a storage folder (local or S3), without fetching its neighbours."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def checkpoint_uri(storage: str, path: str) -> str:
     """A reported checkpoint as a URI Ray's `Checkpoint` opens anywhere.
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -168,6 +167,30 @@ def main(argv: list[str] | None = None) -> int:
     return run_sweep(plan, cohort, args, storage, tracking_uri, stages, clock)
 
 
+def resolve_resources(cfg: Config) -> Config:
+    """Every stage's GPUs, decided once from the config and the cluster: what is unset (None) follows
+    whether the cluster has a whole GPU. No stage asks the cluster itself; sweep.json records these."""
+    import ray
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+
+    def unset_or(value: float | None, with_gpu: float) -> float:
+        return value if value is not None else (with_gpu if has_gpu else 0.0)
+
+    return dataclasses.replace(
+        cfg,
+        search=dataclasses.replace(cfg.search, gpus_per_worker=unset_or(cfg.search.gpus_per_worker, 1.0)),
+        synth=dataclasses.replace(cfg.synth, gpus_per_task=unset_or(cfg.synth.gpus_per_task, 1.0)),
+        classify=dataclasses.replace(cfg.classify, gpus_per_trial=unset_or(cfg.classify.gpus_per_trial, 0.25)))
+
+
+def describe_resources(cfg: Config) -> str:
+    s, c = cfg.search, cfg.classify
+    return (f"resources: GAN trial {s.workers_per_trial} Train worker(s) x ({s.cpus_per_worker:g} CPU, "
+            f"{s.gpus_per_worker:g} GPU); sampling task {cfg.synth.gpus_per_task:g} GPU; classifier trial "
+            f"{c.cpus_per_trial:g} CPU, {c.gpus_per_trial:g} GPU")
+
+
 def start_ray(address: str | None) -> None:
     """Join `address`, or start a local Ray with its dashboard on loopback.
 
@@ -230,14 +253,13 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     from orchestrator.statistics import utility
     from orchestrator.tracking import SweepTracker
 
+    start_ray(args.address)
+    plan.config = resolve_resources(plan.config)  # once; a resumed sweep's record holds them already
+    print(describe_resources(plan.config))
     cfg, sweep_id = plan.config, plan.sweep_id
     sweep_path = f"{storage}/{sweep_id}"
     out_dir = args.runs_dir.resolve() / sweep_id
     write_record(sweep_path, plan.record(tracking_uri))
-    # MLflow's client retries a dead server for minutes by default, holding up Tune's loop (and
-    # so training) on every write: fail fast instead; the tracker spools what it cannot write.
-    for key, value in MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts",
                            spool=out_dir / "mlflow_spool")
     tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
@@ -245,12 +267,11 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
+    clock.lap("setup")  # Ray start, resources, MLflow parent run
     if cohort.meta.get("crops"):  # where every crop came from; pseudonyms and numbers only
         tracker.log_sweep_dict(cohort.meta["crops"], "data/crops_summary.json")
         tracker.log_sweep_file(cohort.path / "crops.json", "data")
 
-    start_ray(args.address)
-    clock.lap("setup")  # MLflow parent run, Ray start
     sets, results, summary = [], None, None
     try:
         arrays = cohort.as_arrays()
@@ -324,9 +345,6 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
               f"--tracking-uri {tracking_uri}` once the server is back", file=sys.stderr)
     return 0 if len(table) else 1
 
-
-MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "
              "thresholds were fixed on validation. Synthetic images enter training only.")

@@ -24,7 +24,8 @@ from ray.train import Checkpoint
 
 from orchestrator.mlflow_writes import Writes
 from orchestrator.report import plot_confusion, plot_roc
-from orchestrator.storage import checkpoint_uri
+from orchestrator.storage import checkpoint_uri, read_file
+from trainables.gan.checkpoint import GRID_FILE
 
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 REPRODUCES_TAG = "medgan.reproduces"
@@ -180,13 +181,16 @@ class GanTrialLogger(ChildRunLogger):
                     self.best[trial.trial_id] = (float(score), checkpoint)
 
     def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
-        with Checkpoint(checkpoint).as_directory() as folder:
-            grid = Path(folder) / "samples.png"
-            if grid.exists():
-                with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
-                    named = Path(tmp) / f"epoch_{step:04d}.png"
-                    named.write_bytes(grid.read_bytes())
-                    self.writes.log_artifacts(run_id, named, "samples")
+        """The evaluation's grid, read on its own: never the weights, optimisers and replay buffer
+        beside it (on S3 that would be a full download per evaluation per trial)."""
+        try:
+            grid = read_file(f"{checkpoint}/{GRID_FILE}")
+        except FileNotFoundError:
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
+            named = Path(tmp) / f"epoch_{step:04d}.png"
+            named.write_bytes(grid)
+            self.writes.log_artifacts(run_id, named, "samples")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
@@ -218,6 +222,7 @@ class ClassifierTrialLogger(ChildRunLogger):
             return
         self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
         self.writes.log_batch(run_id, tags={"init": str(result["init"]), "torch_threads": str(result["torch_threads"]),
+                                            "device": str(result.get("device", "")),
                                             "degenerate": result["degenerate"] or "no"})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -237,7 +242,7 @@ class ClassifierTrialLogger(ChildRunLogger):
 GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
                "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
-RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id")
+RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
                             "best_epoch", "threshold", "train_images", "synthetic_images", "held_out_images", "steps",
                             "samples_seen"}

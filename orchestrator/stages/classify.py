@@ -17,11 +17,10 @@ import ray
 from ray import tune
 
 from orchestrator.config import Config
-from orchestrator.stages import cluster_has_gpus
 from trainables.classify.loop import fit_classifier
 
 EXPERIMENT = "classify"
-RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "bf16")
 
 
 def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
@@ -70,17 +69,21 @@ def classifier_trial(config: dict, data: list, synthetic: dict) -> None:
     fit_classifier(settings, ray.get(data[0]), synthetic_set, tune.report)
 
 
+def trial_resources(c) -> dict:
+    """A classifier trial's CPUs and GPUs, as resolved at the edge (orchestrator.sweep.resolve_resources)."""
+    return {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial or 0.0}
+
+
 def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, callbacks: list,
                 resume: bool) -> tune.Tuner:
     c = cfg.classify
     grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
     param_space = {**{k: getattr(c, k) for k in RECIPE_KEYS}, "weights": dict(c.weights),
                    "epochs_per_classifier": dict(c.epochs_per_classifier), **grid}
-    gpus = c.gpus_per_trial if c.gpus_per_trial is not None else (
-        0.25 if cluster_has_gpus() else 0.0)
+    resources = trial_resources(c)
+    param_space["gpus"] = resources["gpu"]  # what the trial holds: it computes there or fails (trainables/device.py)
     trainable = tune.with_resources(
-        tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs),
-        {"cpu": c.cpus_per_trial, "gpu": gpus})
+        tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs), resources)
     if resume and tune.Tuner.can_restore(f"{sweep_path}/{EXPERIMENT}"):
         return tune.Tuner.restore(f"{sweep_path}/{EXPERIMENT}", trainable=trainable, param_space=param_space,
                                   resume_unfinished=True, resume_errored=True)

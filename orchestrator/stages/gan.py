@@ -11,7 +11,6 @@ Selection uses the validation split only (the test split is for stage 3's final 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -23,11 +22,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.config import Config
 from orchestrator.report import markdown_table
 from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
-from orchestrator.stages import cluster_has_gpus
 from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
-
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit, as Ray's Tune-over-Train guide asks
 
 EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
 # What the Tune trial itself holds: it only waits on its Train run. Tune rejects an empty
@@ -48,7 +44,8 @@ def gan_trial(config: dict, data: list) -> None:
     trial_id = tune.get_context().get_trial_id()
     TorchTrainer(
         train_gan_worker,
-        train_loop_config={**settings, "data": data[0]},
+        # "gpus": what each worker holds; it computes there or fails (trainables/device.py)
+        train_loop_config={**settings, "data": data[0], "gpus": train["scaling"]["resources_per_worker"].get("GPU", 0)},
         scaling_config=ScalingConfig(**train["scaling"]),
         run_config=RunConfig(
             name=f"gan-train-{trial_id}",  # deterministic: a restored trial finds its checkpoints
@@ -61,18 +58,22 @@ def gan_trial(config: dict, data: list) -> None:
     ).fit()
 
 
+def train_settings(cfg: Config, sweep_path: str) -> dict:
+    """What each trial's Train run gets: storage, checkpoint ranking, and the resources resolved at the
+    edge (orchestrator.sweep.resolve_resources), never asked of the cluster here."""
+    search = cfg.search
+    gpu = {"GPU": search.gpus_per_worker} if search.gpus_per_worker else {}
+    return {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": search.metric, "mode": METRIC_MODES[search.metric],
+            "keep": search.keep_checkpoints, "max_failures": search.max_failures,
+            "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
+                        "resources_per_worker": {"CPU": search.cpus_per_worker, **gpu}}}
+
+
 def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume: bool) -> tune.Tuner:
     """The Tuner for stage 1 under `sweep_path` (a folder or URI), new or restored."""
     search = cfg.search
-    metric, mode = search.metric, METRIC_MODES[search.metric]
     trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), TRIAL_TOKEN)
-    gpus = gpus_per_worker(search)
-    gpu = {"GPU": gpus} if gpus else {}
-    train = {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": metric, "mode": mode,
-             "keep": search.keep_checkpoints, "max_failures": search.max_failures,
-             "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
-                         "resources_per_worker": {"CPU": search.cpus_per_worker, **gpu}}}
-    param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "_train": train,
+    param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "_train": train_settings(cfg, sweep_path),
                    **to_tune_space(search.space)}
     if resume:
         path = f"{sweep_path}/{EXPERIMENT}"
@@ -89,13 +90,6 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=sweep_path, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
-
-
-def gpus_per_worker(search) -> float:
-    """The configured GPUs per Train worker; unset, one GPU when the cluster has any, else CPU."""
-    if search.gpus_per_worker is not None:
-        return search.gpus_per_worker
-    return 1.0 if cluster_has_gpus() else 0.0
 
 
 def ranking_table(results: tune.ResultGrid, metric: str, storage: str, searched: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -31,7 +31,6 @@ from torchvision.utils import save_image
 
 from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
-from orchestrator.stages import cluster_has_gpus
 from trainables.cohort import TRAIN
 from trainables.metrics import nearest_correlation
 
@@ -52,6 +51,9 @@ class SyntheticSet:
         return {"images": self.images, "labels": self.labels}
 
 
+TOP_UP_ROUNDS = 10  # draws that replace flagged images; a generator that keeps copying ends short, and says so
+
+
 def select_checkpoints(table: pd.DataFrame, per_arch: int) -> pd.DataFrame:
     """The best `per_arch` ranked checkpoints of each architecture (the table is sorted best first)."""
     return table.groupby("arch", sort=False).head(per_arch).reset_index(drop=True)
@@ -70,16 +72,21 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
     per_label[0] = total - per_label[1]
 
     selected = select_checkpoints(table, synth.per_arch)
-    gpus = 1 if cluster_has_gpus() else 0
+    gpus = synth.gpus_per_task or 0  # resolved at the edge (sweep.resolve_resources)
     task = _sample_and_audit.options(num_gpus=gpus)
     train_ref = ray.put(np.asarray(train_images, np.float32))
-    futures = [task.remote(row.checkpoint_path, per_label, synth.seed, train_ref) for row in selected.itertuples()]
+    top_up = threshold if synth.exclude_flagged else None
+    futures = [task.remote(row.checkpoint_path, per_label, synth.seed, train_ref, gpus, top_up)
+               for row in selected.itertuples()]
     sets = []
     for row, (images, labels, r, nearest) in zip(selected.itertuples(), ray.get(futures)):
         name = f"{row.arch}-{row.trial_id}"
         flagged = r > threshold
         keep = ~flagged if synth.exclude_flagged else np.ones_like(flagged)
-        audit = audit_summary(r, real_r.numpy(), threshold, synth, flagged, keep)
+        audit = audit_summary(r, real_r.numpy(), threshold, synth, flagged, keep) | {"target": total}
+        if int(keep.sum()) < total:  # the top-up rounds ran out: ratio arms that need more will fail, by name
+            print(f"stage 2: {name} kept {int(keep.sum())} of the {total} images asked for after "
+                  f"{TOP_UP_ROUNDS} rounds replacing near-copies of training images")
         folder = out_dir / "synthetic" / name
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "images.npy", images[keep])
@@ -99,18 +106,33 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
 
 
 @ray.remote
-def _sample_and_audit(checkpoint_path: str, per_label: dict[int, int], seed: int, train_images: np.ndarray):
-    """On a worker (a GPU when there is one): sample the generator, then score each image against training."""
+def _sample_and_audit(checkpoint_path: str, per_label: dict[int, int], seed: int, train_images: np.ndarray,
+                      gpus: float, threshold: float | None):
+    """On a worker (the GPU it holds, if any): sample the generator, then score each image against
+    training, in chunks on that device. With a `threshold` (flagged images are left out), the
+    images flagged in one round are replaced by fresh draws (seed + round) until `per_label` images
+    of each label pass or TOP_UP_ROUNDS are spent, so the set keeps its size; every draw is returned
+    and audited."""
     from ray.train import Checkpoint
 
-    from trainables.gan.sample import load_generator, sample_set
+    from trainables.device import trial_device
+    from trainables.gan.checkpoint import load_generator
+    from trainables.gan.sample import sample_set
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = trial_device(gpus)
     with Checkpoint(checkpoint_path).as_directory() as folder:
         generator, gan_cfg = load_generator(Path(folder), device)
-    images, labels = sample_set(generator, gan_cfg["latent_dim"], per_label, seed, device)
-    r, nearest = nearest_correlation(torch.from_numpy(images), torch.from_numpy(train_images))
-    return images, labels, r.numpy(), nearest.numpy()
+    references = torch.from_numpy(train_images).to(device)
+    drawn, wanted = [], dict(per_label)
+    for round_ in range(TOP_UP_ROUNDS if threshold is not None else 1):
+        images, labels = sample_set(generator, gan_cfg["latent_dim"], wanted, seed + round_, device)
+        r, nearest = nearest_correlation(torch.from_numpy(images).to(device), references)
+        drawn.append((images, labels, r.cpu().numpy(), nearest.cpu().numpy()))
+        passed = labels[drawn[-1][2] <= threshold] if threshold is not None else labels
+        wanted = {label: n - int((passed == label).sum()) for label, n in wanted.items()}
+        if not any(wanted.values()):
+            break
+    return tuple(np.concatenate(parts) for parts in zip(*drawn))
 
 
 def audit_summary(synthetic_r: np.ndarray, real_r: np.ndarray, threshold: float, synth, flagged: np.ndarray,

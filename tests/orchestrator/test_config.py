@@ -92,3 +92,13 @@ def test_the_laptop_preset_has_scarce_training_data_and_a_test_split_that_can_ca
     assert d.train_fraction < 1 and d.size == 32 and len(c.seeds) >= 3
     assert set(c.classifiers) == {"yolov8", "vgg16", "resnet", "mobilenet"} and len(c.ratios) == 2
     assert d.phantom_patients * d.split[2] / 2 >= c.min_test_patients_per_label  # per label, in the test split
+
+
+@pytest.mark.parametrize("override, message", [
+    ("gan.arch=stylegan", r"gan\.arch 'stylegan' is not a known architecture \(known: cgan, dcgan\)"),
+    ("classify.classifiers=[resnet, alexnet]", r"\['alexnet'\]: not known classifiers \(known: mobilenet, resnet, "
+                                               r"vgg16, yolov8\)"),
+])
+def test_names_that_no_registry_holds_fail_at_once_with_the_known_ones(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("pet", "smoke", overrides=[override])

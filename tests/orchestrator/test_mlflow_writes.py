@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import mlflow_writes
 from orchestrator.mlflow_writes import Writes, unreachable_reason
-from orchestrator.sweep import MLFLOW_HTTP_DEFAULTS
+from orchestrator import MLFLOW_HTTP_DEFAULTS
 from orchestrator.sweep import main as sweep_main
 
 

@@ -25,13 +25,16 @@ built from real slices only, and the provenance of every training image is check
 training starts.
 
 `fit_classifier(cfg, data, synthetic, report)` runs anywhere: in a Tune trial, a test, or
-`reproduce`. `report(metrics)` is called once per epoch and once at the end.
+`reproduce`. `report(metrics)` is called once per epoch and once at the end. It computes on the
+GPU its trial holds (`cfg["gpus"]`), with every split moved there once and kept there, and in
+bf16 autocast when `cfg["bf16"]`; the final report says which device it ran on.
 """
 from __future__ import annotations
 
 import copy
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -41,6 +44,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from trainables.classify.models import build_classifier
 from trainables.cohort import HELD_OUT, TEST, TRAIN, VAL
+from trainables.device import autocast, trial_device
 from trainables.metrics import classification_metrics, degenerate_reason
 
 ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
@@ -52,15 +56,18 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
                    report: Callable[[dict], None]) -> dict:
     if cfg["arm"] not in ARMS:
         raise ValueError(f"unknown arm {cfg['arm']!r}; choose from {ARMS}")
+    device = trial_device(cfg.get("gpus", 0))
+    precision = autocast(device, cfg.get("bf16", False))
     torch.manual_seed(cfg["seed"])
     rng = torch.Generator().manual_seed(cfg["seed"])
 
     x_train, y_train, source = training_set(cfg, data, synthetic)
     x_val, y_val = real_split(data, VAL)
     x_test, y_test = real_split(data, TEST)
+    x_train, y_train, x_val, x_test = (t.to(device) for t in (x_train, y_train, x_val, x_test))
     steps_per_epoch = math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / cfg["batch_size"])
     classifier = build_classifier(cfg["classifier"], cfg.get("weights", ""))
-    model = classifier.model
+    model = classifier.model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"] * steps_per_epoch)
     batches = batch_indices(len(x_train), cfg["batch_size"], rng)
@@ -69,13 +76,14 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     steps = 0
     for epoch in range(1, cfg["epochs"] + 1):
         model.train()
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), device=device)
         for _ in range(steps_per_epoch):
-            idx = next(batches)
+            idx = next(batches).to(device)
             x = x_train[idx]
             if cfg["arm"] == "classic":
                 x = classic_augment(x, rng)
-            loss = F.cross_entropy(model(x), y_train[idx])
+            with precision:
+                loss = F.cross_entropy(model(x).float(), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -83,7 +91,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
             loss_sum += loss.detach()
         steps += steps_per_epoch
 
-        val_scores = predict(model, x_val, cfg["batch_size"])
+        val_scores = predict(model, x_val, cfg["batch_size"], precision)
         val_auc = auroc(val_scores, y_val)
         degenerate = degenerate_reason(val_scores, val_auc, "validation")
         report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_epoch, "val_auc": val_auc,
@@ -95,14 +103,15 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
             break  # early stopping on validation AUC (only once a non-degenerate epoch is kept)
 
     model.load_state_dict(best["state"])
-    threshold = youden_threshold(predict(model, x_val, cfg["batch_size"]), y_val)
-    test_scores = predict(model, x_test, cfg["batch_size"])
+    threshold = youden_threshold(predict(model, x_val, cfg["batch_size"], precision), y_val)
+    test_scores = predict(model, x_test, cfg["batch_size"], precision)
     test = classification_metrics(y_test, test_scores, threshold)
     fpr, tpr, _ = binary_roc(test_scores, y_test)
     degenerate = best["degenerate"] or degenerate_reason(test_scores, test["roc_auc"], "test")
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
-        "init": classifier.init, "torch_threads": torch.get_num_threads(), "train_images": len(x_train),
+        "init": classifier.init, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "train_images": len(x_train),
         "synthetic_images": int((source == SYNTHETIC).sum()), "held_out_images": int((source == HELD_OUT_REAL).sum()),
         "steps": steps, "samples_seen": steps * cfg["batch_size"], "degenerate": degenerate,
         **{f"test_{key}": value for key, value in test.items()},
@@ -199,11 +208,13 @@ def classic_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """P(malignant) per image."""
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int,
+            precision: AbstractContextManager | None = None) -> torch.Tensor:
+    """P(malignant) per image, on the CPU (where the metrics are computed)."""
     model.eval()
-    logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-    return logits.softmax(1)[:, 1]
+    with precision or nullcontext():
+        logits = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    return logits.softmax(1)[:, 1].cpu()
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from trainables.cohort import HELD_OUT, TRAIN, VAL
+from trainables.cohort import HELD_OUT, TRAIN, VAL, num_classes
 from trainables.metrics import (
     extract_features,
     fid_kid_from_features,
@@ -89,7 +89,7 @@ def validation_evaluator(cfg: Mapping, data: Mapping[str, np.ndarray], device: t
     labels = torch.from_numpy(np.asarray(data["labels"][val], np.int64))
     return GanEvaluator(images, labels, num_images=cfg["eval_images"], latent_dim=cfg["latent_dim"],
                         seed=cfg["seed"], fid_weights=cfg["fid_weights"], device=device,
-                        num_classes=cfg.get("num_classes", 2))
+                        num_classes=num_classes(data["labels"]))
 
 
 def fid_floor(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device | str = "cpu") -> dict:

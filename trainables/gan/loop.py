@@ -21,7 +21,6 @@ mean the same amount of generator training whatever n_critic is.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import tempfile
 import time
@@ -33,15 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.cohort import TRAIN
+from trainables.cohort import TRAIN, num_classes
+from trainables.device import autocast, trial_device
+from trainables.gan import checkpoint
 from trainables.gan.augment import diff_augment
 from trainables.gan.evaluate import validation_evaluator
 from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient_penalty
 from trainables.gan.models import build_gan, ema_update
 from trainables.gan.replay import ReplayBuffer
 
-Report = Callable[[dict, Path], None]
-CHECKPOINT_FILE = "state.pt"
+Report = Callable[[dict, Path | None], None]  # metrics, and the checkpoint folder (None: no checkpoint)
 
 
 def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_from: Path | None = None,
@@ -53,23 +53,24 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     # Ranks draw different noise and batches; DDP copies rank 0's initial weights to all.
     torch.manual_seed(cfg["seed"] * 1000 + rank)
     data_rng = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank)
-    autocast = torch.autocast("cuda", torch.bfloat16) if cfg["bf16"] and device.type == "cuda" else nullcontext()
+    precision = autocast(device, cfg["bf16"])  # bf16 where asked, CPU too: CI runs the same dtype paths
+    cfg = {**cfg, "num_classes": num_classes(data["labels"])}  # from the cohort; saved with each checkpoint
 
     pair = build_gan(cfg)
     generator, critic = pair.generator.to(device), pair.critic.to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg["ema_decay"] > 0 else None
     replay = ReplayBuffer(cfg["replay_size"], device=device)
     opt_state, start_epoch = None, 0
-    if resume_from is not None and (Path(resume_from) / CHECKPOINT_FILE).exists():
-        state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, device)  # raises when the folder has no state
+        generator.load_state_dict(state.generator)
+        critic.load_state_dict(state.critic)
         if ema is not None:
-            ema.load_state_dict(state["ema"])
-        replay.load_state_dict(state["replay"])
-        opt_state, start_epoch = state["optimizers"], state["epoch"]
+            ema.load_state_dict(state.ema)
+        replay.load_state_dict(state.replay)
+        opt_state, start_epoch = state.optimizers, state.epoch
         if rank == 0:  # the checkpoint holds rank 0's random state: rank 0 resumes exactly
-            _set_rng_state(state["rng"], data_rng, device)
+            _set_rng_state(state.rng, data_rng, device)
         else:  # the others reseed, so they keep drawing other batches than rank 0
             torch.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
             data_rng.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
@@ -86,7 +87,6 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     x_train = torch.from_numpy(np.asarray(data["images"][train], np.float32)).unsqueeze(1).to(device) * 2 - 1
     y_train = torch.from_numpy(np.asarray(data["labels"][train], np.int64)).to(device)
     evaluator = validation_evaluator(cfg, data, device) if rank == 0 else None
-    num_classes = cfg.get("num_classes", 2)
     augment = diff_augment(cfg.get("diffaugment", ""))  # what the critic sees: real and fake alike
     batch = cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(x_train) / (batch * world_size)))
@@ -102,11 +102,11 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                 idx = torch.randint(len(x_train), (batch,), generator=data_rng).to(device)
                 real, labels = x_train[idx], y_train[idx]
                 z = torch.randn(batch, cfg["latent_dim"], device=device)
-                with torch.no_grad(), autocast:
+                with torch.no_grad(), precision:
                     fake = generator(z, labels).float()
                 seen_fake, seen_labels = replay.mix(fake, labels, cfg["replay_ratio"], data_rng)
                 real_in, seen_in = augment(real), augment(seen_fake)
-                with autocast:  # one critic forward for real and fake: one DDP all-reduce
+                with precision:  # one critic forward for real and fake: one DDP all-reduce
                     scores, logits = critic_ddp(torch.cat([real_in, seen_in]), torch.cat([labels, seen_labels]))
                 real_scores, fake_scores = scores.float().split(batch)
                 # The penalty pairs each real image with a fresh fake of the same label (the
@@ -121,10 +121,10 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                 replay.push(fake, labels)
 
             # ---- generator: -E[D(G(z, y))] (+ AC loss on its own labels)
-            labels = torch.randint(num_classes, (batch,), device=device)
+            labels = torch.randint(cfg["num_classes"], (batch,), device=device)
             z = torch.randn(batch, cfg["latent_dim"], device=device)
             critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this step
-            with autocast:
+            with precision:
                 fake = generator_ddp(z, labels)
                 scores, logits = critic(augment(fake), labels)
                 loss_g = generator_loss(scores) + cfg["ac_weight"] * ac_loss(logits, labels)
@@ -144,6 +144,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
         metrics = {key: value.item() / steps_per_epoch for key, value in sums.items()}
         metrics.update(epoch=epoch + 1, resumed_from=start_epoch,  # > 0: this run went on from a checkpoint
                        torch_threads=torch.get_num_threads(),  # CPU results depend on it: reproduce uses it
+                       device=str(device),
                        epoch_s=time.perf_counter() - started,
                        images_per_s=steps_per_epoch * batch * (cfg["n_critic"] + 1) * world_size
                        / (time.perf_counter() - started))
@@ -153,7 +154,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             metrics.update(diverged=1, stop_reason=stop_reason)
             if evaluator is not None:
                 metrics.update(evaluator.not_evaluated())
-            _report_tombstone(report, metrics, cfg, rank)
+            report(metrics, None)  # the reason, and no checkpoint: no weights worth keeping
             return metrics
         if (epoch + 1) % cfg["eval_every"] and not last_epoch:
             continue
@@ -163,16 +164,12 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             if rank == 0:
                 sampler = ema if ema is not None else generator
                 metrics.update(evaluator.evaluate(sampler))
-                evaluator.save_sample_grid(sampler, folder / "samples.png")
-                torch.save({
-                    "generator": generator.state_dict(), "critic": critic.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "optimizers": {"g": opt_g.state_dict(), "d": opt_d.state_dict()},
-                    "replay": replay.state_dict(), "epoch": epoch + 1,
-                    "rng": _get_rng_state(data_rng, device),
-                }, folder / CHECKPOINT_FILE)
-                _write_json(folder / "config.json", dict(cfg))
-                _write_json(folder / "metrics.json", metrics)
+                evaluator.save_sample_grid(sampler, folder / checkpoint.GRID_FILE)
+                checkpoint.save(folder, checkpoint.TrainingState(
+                    generator=generator.state_dict(), critic=critic.state_dict(),
+                    ema=ema.state_dict() if ema is not None else None,
+                    optimizers={"g": opt_g.state_dict(), "d": opt_d.state_dict()},
+                    replay=replay.state_dict(), epoch=epoch + 1, rng=_get_rng_state(data_rng, device)), cfg, metrics)
             report(metrics, folder)
     return metrics
 
@@ -196,9 +193,10 @@ def train_gan_worker(config: dict) -> None:
 
     node_id = ray.get_runtime_context().get_node_id()  # which machine ran it: a retry may move it
 
-    def report(metrics: dict, folder: Path) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
-        ray.train.report({**metrics, "node_id": node_id}, checkpoint=checkpoint)
+    def report(metrics: dict, folder: Path | None) -> None:
+        # Tune receives the metrics with or without a checkpoint (TuneReportCallback.after_report)
+        saved = ray.train.Checkpoint.from_directory(folder) if rank == 0 and folder is not None else None
+        ray.train.report({**metrics, "node_id": node_id}, checkpoint=saved)
 
     def prepare_model(module: nn.Module) -> nn.Module:
         # dcgan routes samples to per-label networks: a batch without one label leaves that
@@ -207,13 +205,13 @@ def train_gan_worker(config: dict) -> None:
 
     # Ray's own latest checkpoint (a restarted worker group) wins over one handed in to start
     # from (`resume_from`: a Checkpoint or its path / URI; Train V2 drops resume_from_checkpoint).
-    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
-    if isinstance(checkpoint, str):
-        checkpoint = ray.train.Checkpoint(checkpoint)
-    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+    start = ray.train.get_checkpoint() or config.get("resume_from")
+    if isinstance(start, str):
+        start = ray.train.Checkpoint(start)
+    with start.as_directory() if start else nullcontext(None) as resume_dir:
         fit(cfg, data, report, resume_from=Path(resume_dir) if resume_dir else None,
-            device=ray.train.torch.get_device(), rank=rank, world_size=context.get_world_size(),
-            prepare_model=prepare_model)
+            device=trial_device(config.get("gpus", 0), ray.train.torch.get_device()), rank=rank,
+            world_size=context.get_world_size(), prepare_model=prepare_model)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -239,15 +237,6 @@ def _agree_on_divergence(reason: str, device: torch.device, world_size: int) -> 
     return reason or ("diverged on another worker" if flag.item() else "")
 
 
-def _report_tombstone(report: Report, metrics: dict, cfg: Mapping, rank: int) -> None:
-    """A diverged run's last report: its reason and config, no weights worth keeping."""
-    with tempfile.TemporaryDirectory(prefix="gan-diverged-") as folder:
-        if rank == 0:
-            _write_json(Path(folder) / "config.json", dict(cfg))
-            _write_json(Path(folder) / "metrics.json", metrics)
-        report(metrics, Path(folder))
-
-
 def _get_rng_state(data_rng: torch.Generator, device: torch.device) -> dict:
     return {"torch": torch.get_rng_state(), "data": data_rng.get_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -258,7 +247,3 @@ def _set_rng_state(state: Mapping, data_rng: torch.Generator, device: torch.devi
     data_rng.set_state(state["data"].cpu())
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-def _write_json(path: Path, value: Mapping) -> None:
-    path.write_text(json.dumps(value, indent=1, default=str))

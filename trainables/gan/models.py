@@ -20,6 +20,8 @@ orchestrator/, Ray, MLflow or Optuna.
 """
 from __future__ import annotations
 
+import inspect
+
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,33 +58,22 @@ def register_gan(name: str) -> Callable[[Callable[..., GanPair]], Callable[..., 
     return decorator
 
 
-# The architecture keys build_gan reads from the plain config dict, with their defaults
-# (the same as GanConfig's; image_size has none and must be given).
-ARCH_DEFAULTS: dict[str, object] = {
-    "num_classes": 2,
-    "latent_dim": 256,
-    "g_channels": 64,
-    "d_channels": 64,
-    "res_blocks": 1,
-    "spectral_norm": True,
-    "dropout": 0.2,
-    "label_embed_dim": 32,
-}
-
-
 def build_gan(cfg: Mapping) -> GanPair:
     """Build the generator and critic named by `cfg["arch"]`.
 
-    `cfg` is a plain dict with the GanConfig fields (extra keys such as `lr_g` are ignored)
-    plus `image_size` (the data side S, a power of two >= 8) and optionally `num_classes`.
+    `cfg` is a plain dict with the GanConfig fields plus `image_size` (the data side S, a power
+    of two >= 8) and `num_classes` (from the cohort). Each builder gets exactly the settings its
+    signature declares: the defaults live in GanConfig alone.
     """
     arch = cfg.get("arch", "cgan")
     if arch not in GAN_REGISTRY:
         raise KeyError(f"unknown GAN architecture {arch!r}: known are {', '.join(sorted(GAN_REGISTRY))}")
-    if "image_size" not in cfg:
-        raise KeyError("build_gan: the config needs 'image_size' (the side of the slices, data.size)")
-    params = {key: cfg.get(key, default) for key, default in ARCH_DEFAULTS.items()}
-    params["image_size"] = int(cfg["image_size"])
+    declared = inspect.signature(GAN_REGISTRY[arch]).parameters
+    missing = [name for name in declared if name not in cfg]
+    if missing:
+        raise KeyError(f"build_gan: {arch} needs {missing} (image_size is data.size, num_classes the cohort's)")
+    params = {name: cfg[name] for name in declared}
+    params["image_size"] = int(params["image_size"])
     _stages(params["image_size"])  # validate before building anything
     return GAN_REGISTRY[arch](**params)
 
@@ -350,8 +341,8 @@ class PerLabelCritic(nn.Module):
 
 @register_gan("dcgan")
 def dcgan(*, image_size: int, num_classes: int, latent_dim: int, g_channels: int, d_channels: int,
-          res_blocks: int, spectral_norm: bool, dropout: float, label_embed_dim: int) -> GanPair:
-    """DCGAN, one generator and one critic per label (label_embed_dim is not used)."""
+          res_blocks: int, spectral_norm: bool, dropout: float) -> GanPair:
+    """DCGAN, one generator and one critic per label."""
     generator = PerLabelGenerator(image_size, num_classes, latent_dim, g_channels, res_blocks)
     generator.apply(_init_weights)
     critic = PerLabelCritic(image_size, num_classes, d_channels, res_blocks, dropout, spectral_norm)

@@ -1,14 +1,15 @@
 """Stage 1 pieces that need a Ray cluster but no trial: how trials are given resources."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import ray
 import torch
 
-from orchestrator.config import SearchConfig, load_config
-from orchestrator.stages.gan import gpus_per_worker
+from orchestrator.config import load_config
+from orchestrator.stages import classify as classify_stage
+from orchestrator.stages import gan as gan_stage
+from orchestrator.sweep import resolve_resources
+from trainables.device import trial_device
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +20,28 @@ def ray_with_a_gpu():
     ray.shutdown()
 
 
-def test_unset_gpus_follow_the_cluster_and_a_set_value_wins(ray_with_a_gpu):
-    assert SearchConfig().gpus_per_worker is None
-    assert gpus_per_worker(SearchConfig()) == 1.0
-    assert gpus_per_worker(dataclasses.replace(SearchConfig(), gpus_per_worker=0.25)) == 0.25  # 4 trials per GPU
-    assert gpus_per_worker(dataclasses.replace(SearchConfig(), gpus_per_worker=0.0)) == 0.0  # CPU on purpose
+def test_resources_are_resolved_once_from_the_cluster_and_the_stages_request_just_that(ray_with_a_gpu):
+    cfg = load_config("pet", "smoke")
+    assert (cfg.search.gpus_per_worker, cfg.synth.gpus_per_task, cfg.classify.gpus_per_trial) == (None, None, None)
+    resolved = resolve_resources(cfg)
+    assert (resolved.search.gpus_per_worker, resolved.synth.gpus_per_task, resolved.classify.gpus_per_trial) == \
+        (1.0, 1.0, 0.25)
+    assert gan_stage.train_settings(resolved, "/tmp/sweep")["scaling"] == {
+        "num_workers": 1, "use_gpu": True, "resources_per_worker": {"CPU": 1.0, "GPU": 1.0}}
+    assert classify_stage.trial_resources(resolved.classify) == {"cpu": resolved.classify.cpus_per_trial, "gpu": 0.25}
+    chosen = resolve_resources(load_config("pet", "smoke", overrides=["search.gpus_per_worker=0.25",
+                                                                        "classify.gpus_per_trial=0"]))
+    assert chosen.search.gpus_per_worker == 0.25 and chosen.classify.gpus_per_trial == 0.0  # a set value wins
+    assert resolve_resources(resolved) == resolved  # a resumed sweep's recorded values stay as they are
+
+
+def test_a_trial_holding_a_gpu_it_cannot_see_fails_instead_of_training_on_the_cpu():
+    assert trial_device(0) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="holds 1 GPU.*refusing to train on the CPU"):
+            trial_device(1)
+        with pytest.raises(RuntimeError, match="refusing"):
+            trial_device(0.25, torch.device("cpu"))  # what Ray Train picks when torch sees no GPU
 
 
 def test_gpus_per_worker_reads_from_the_command_line():

@@ -37,6 +37,13 @@ def test_test_metrics_match_scikit_learn_on_the_same_predictions(smoke_arrays):
     assert reports[-1] is final and final["init"] == "random"
 
 
+def test_the_bf16_path_runs_on_the_cpu_and_the_device_is_reported(smoke_arrays):
+    """What a GPU trial runs (bf16 autocast), here on the CPU: a dtype error shows up in CI, not on a GPU."""
+    final = fit_classifier(recipe(bf16=True, epochs=1, gpus=0), smoke_arrays, None, lambda m: None)
+    assert final["device"] == "cpu" and 0.0 <= final["test_roc_auc"] <= 1.0
+    assert all(isinstance(v, float) for v in final["test_scores"])
+
+
 def test_same_seed_same_numbers_on_cpu(smoke_arrays):
     first = fit_classifier(recipe(arm="classic"), smoke_arrays, None, lambda m: None)
     second = fit_classifier(recipe(arm="classic"), smoke_arrays, None, lambda m: None)

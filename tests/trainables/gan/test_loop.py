@@ -13,7 +13,9 @@ from PIL import Image
 
 from orchestrator.config import load_config
 from trainables.gan.evaluate import GanEvaluator
-from trainables.gan.loop import CHECKPOINT_FILE, fit, train_gan_worker
+from trainables.gan import checkpoint
+from trainables.gan.checkpoint import STATE_FILE, MissingState
+from trainables.gan.loop import fit, train_gan_worker
 from trainables.gan.models import build_gan
 
 
@@ -29,16 +31,17 @@ class Recorder:
     def __init__(self, root: Path, crash_after: int | None = None):
         self.root, self.crash_after, self.reports = root, crash_after, []
 
-    def __call__(self, metrics: dict, folder: Path) -> None:
-        kept = self.root / f"report_{len(self.reports):02d}"
-        shutil.copytree(folder, kept)
+    def __call__(self, metrics: dict, folder: Path | None) -> None:
+        kept = None if folder is None else self.root / f"report_{len(self.reports):02d}"
+        if folder is not None:
+            shutil.copytree(folder, kept)
         self.reports.append((dict(metrics), kept))
         if self.crash_after is not None and len(self.reports) == self.crash_after:
             raise KeyboardInterrupt("simulated crash after a checkpoint")
 
 
 def load_state(folder: Path) -> dict:
-    return torch.load(folder / CHECKPOINT_FILE, weights_only=True)
+    return torch.load(folder / STATE_FILE, weights_only=True)
 
 
 def assert_same_tensors(a, b, where: str = "") -> None:
@@ -83,7 +86,7 @@ def test_checkpoint_holds_everything_to_resume_and_to_read_later(smoke_arrays, t
     fit(cfg, smoke_arrays, recorder)
 
     (metrics, folder), = recorder.reports
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "samples.png", CHECKPOINT_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "samples.png", STATE_FILE]
     state = load_state(folder)
     assert set(state) == {"generator", "critic", "ema", "optimizers", "replay", "epoch", "rng"}
     assert state["epoch"] == 1
@@ -96,6 +99,29 @@ def test_checkpoint_holds_everything_to_resume_and_to_read_later(smoke_arrays, t
         assert grid.size == (8 * 34 + 2, 2 * 34 + 2)
 
 
+def test_the_checkpoint_module_round_trips_and_refuses_a_folder_without_state(smoke_arrays, tmp_path):
+    cfg = gan_config(arch="cgan", epochs=1, eval_images=8, g_channels=8, d_channels=8, n_critic=1)
+    recorder = Recorder(tmp_path / "run")
+    fit(cfg, smoke_arrays, recorder)
+    (_, folder), = recorder.reports
+    state = checkpoint.load(folder)
+    assert state.epoch == 1 and set(state.optimizers) == {"g", "d"}
+    generator, saved_cfg = checkpoint.load_generator(folder)
+    assert saved_cfg["arch"] == "cgan" and all(torch.equal(generator.state_dict()[k], v) for k, v in state.ema.items())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(MissingState, match="no state.pt to resume from"):
+        fit(cfg, smoke_arrays, Recorder(tmp_path / "again"), resume_from=tmp_path / "empty")
+
+
+def test_the_bf16_path_of_the_gan_loop_runs_on_the_cpu(smoke_arrays, tmp_path):
+    """The GPU recipe's autocast, on the CPU: the gradient penalty stays fp32, the losses finite."""
+    cfg = gan_config(arch="cgan", epochs=1, eval_images=8, g_channels=8, d_channels=8, n_critic=1, bf16=True)
+    recorder = Recorder(tmp_path)
+    final = fit(cfg, smoke_arrays, recorder)
+    assert final["device"] == "cpu" and math.isfinite(final["loss_d"]) and math.isfinite(final["gp"])
+
+
 def test_a_diverging_run_stops_with_a_reason_instead_of_crashing(smoke_arrays, tmp_path):
     cfg = gan_config(epochs=50, eval_images=8, g_channels=8, d_channels=8, n_critic=1, lr_d=1e3, lr_g=1e3, spectral_norm=False,
                      max_critic_loss=1e3)
@@ -105,8 +131,7 @@ def test_a_diverging_run_stops_with_a_reason_instead_of_crashing(smoke_arrays, t
     assert final["diverged"] == 1 and final["epoch"] < 50
     assert final["stop_reason"].startswith("diverged:")
     (metrics, folder), = [r for r in recorder.reports if r[0]["diverged"]]
-    assert not (folder / CHECKPOINT_FILE).exists()  # no weights worth keeping
-    assert json.loads((folder / "metrics.json").read_text())["stop_reason"] == final["stop_reason"]
+    assert folder is None and metrics["stop_reason"] == final["stop_reason"]  # no checkpoint: no weights to keep
     # the same keys as an evaluated report (Tune's schedulers reject a report without the
     # ranking metric), every figure NaN
     assert {"ssim", "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim"} <= metrics.keys()
@@ -121,7 +146,7 @@ def test_a_short_run_moves_fid_and_ssim_the_right_way(smoke_arrays):
                              torch.from_numpy(smoke_arrays["labels"][val].astype("int64")),
                              num_images=64, latent_dim=cfg["latent_dim"], seed=cfg["seed"])
     torch.manual_seed(cfg["seed"] * 1000)  # the same initial weights as fit's rank 0
-    before = evaluator.evaluate(build_gan(cfg).generator)
+    before = evaluator.evaluate(build_gan({**cfg, "num_classes": 2}).generator)
 
     after = fit(cfg, smoke_arrays, lambda metrics, folder: None)
 

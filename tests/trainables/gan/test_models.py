@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from orchestrator.config import GanConfig
 from trainables.gan.losses import ac_loss
 from trainables.gan.models import GAN_REGISTRY, GanPair, build_gan, ema_update
 
@@ -38,9 +40,14 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _settings(arch: str, size: int, **overrides) -> dict:
+    """GanConfig's defaults (the one home of the GAN settings) as a trial gets them, two classes."""
+    return {**dataclasses.asdict(GanConfig()), "arch": arch, "image_size": size, "num_classes": 2, **overrides}
+
+
 def _build(arch: str, size: int, **overrides) -> GanPair:
     torch.manual_seed(0)
-    return build_gan({"arch": arch, "image_size": size, **overrides})
+    return build_gan(_settings(arch, size, **overrides))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -158,19 +165,21 @@ def test_cgan_generator_output_depends_on_the_label():
 
 def test_unknown_arch_raises_keyerror_naming_the_known_ones():
     with pytest.raises(KeyError, match="cgan, dcgan"):
-        build_gan({"arch": "stylegan", "image_size": 32})
+        build_gan(_settings("stylegan", 32))
     assert {"cgan", "dcgan"} <= set(GAN_REGISTRY)
 
 
 @pytest.mark.parametrize("size", [0, 4, 48, 100])
 def test_image_size_must_be_a_power_of_two_from_8(size):
     with pytest.raises(ValueError, match="power of two"):
-        build_gan({"arch": "cgan", "image_size": size})
+        build_gan(_settings("cgan", size))
 
 
-def test_build_gan_ignores_training_keys_of_the_gan_config():
-    pair = build_gan({"arch": "dcgan", "image_size": 32, "lr_g": 1e-4, "n_critic": 5, **SMALL})
+def test_each_builder_gets_only_the_settings_it_declares_and_names_what_is_missing():
+    pair = build_gan(_settings("dcgan", 32, **SMALL))  # training keys (lr_g, n_critic...) and cgan's label_embed_dim
     assert pair.generator.latent_dim == 256
+    with pytest.raises(KeyError, match=r"cgan needs \['num_classes'\]"):
+        build_gan({key: value for key, value in _settings("cgan", 32).items() if key != "num_classes"})
 
 
 def _blobs(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
