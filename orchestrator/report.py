@@ -148,7 +148,7 @@ def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
 # --- The report ---------------------------------------------------------------------------------
 
 def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, sets: list, results: pd.DataFrame | None,
-                 summary: Utility | None, test_note: str) -> list[Path]:
+                 summary: Utility | None, test_note: str, failed: pd.DataFrame | None = None) -> list[Path]:
     """report.md and report.html (+ their figures) in `out_dir`; returns every file written."""
     blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {sweep_id}")]
     files: list[Path] = []
@@ -177,6 +177,10 @@ def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, se
             plot_roc({row.arm_id: row.test_roc for row in group.itertuples()}, path)
             files.append(path)
             blocks += [("h3", f"ROC, {classifier} (seed {int(group.seed.iloc[0])})"), ("image", path.name)]
+    if failed is not None and len(failed):
+        blocks += [("h2", f"Classifier trials that failed ({len(failed)})"),
+                   ("p", "These trials have no test figures; the arms above rest on the seeds that finished."),
+                   ("table", failed)]
     md, page = out_dir / "report.md", out_dir / "report.html"
     md.write_text(render_markdown(blocks))
     page.write_text(render_html(blocks))

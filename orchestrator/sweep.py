@@ -272,7 +272,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         tracker.log_sweep_dict(cohort.meta["crops"], "data/crops_summary.json")
         tracker.log_sweep_file(cohort.path / "crops.json", "data")
 
-    sets, results, summary = [], None, None
+    sets, results, summary, failed_classifiers = [], None, None, None
     try:
         arrays = cohort.as_arrays()
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
@@ -306,13 +306,18 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
             refs = {s.name: ray.put(s.as_arrays()) for s in sets}
             tuner = classify_stage.build_tuner(cfg, data_ref, refs, sweep_path, [tracker.classifier_callback()],
                                                resume=args.resume)
-            results = classify_stage.results_table(tuner.fit())
+            grid = tuner.fit()
+            results, failed_classifiers = classify_stage.results_table(grid), classify_stage.failed_trials(grid)
+            if len(failed_classifiers):
+                print(f"stage 3: {len(failed_classifiers)} classifier trial(s) failed; the report lists them "
+                      "with the reason")
             if len(results):
                 summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
                 tracker.log_test_split(summary)
             clock.lap("classify")
         report = write_report(out_dir, sweep_id, gan_stage.best_per_architecture(table) if len(table) else None,
-                              sets, results, summary, TEST_NOTE + classify_stage.schedule_note(cfg.classify))
+                              sets, results, summary, TEST_NOTE + classify_stage.schedule_note(cfg.classify),
+                              failed_classifiers)
         for path in report:
             tracker.log_sweep_file(path, "report")
         for s in sets:  # the grids the report shows, at the same relative paths

@@ -51,7 +51,9 @@ class SweepTracker:
         local = tracking_uri.startswith(("sqlite:", "file:", "/"))
         location = (artifact_root / experiment).resolve().as_uri() if local else None
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=location)
+            experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
+        if found and found.tags.get(EXPERIMENT_KIND) != EXPERIMENT_TAGS[EXPERIMENT_KIND]:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         self.parent_id = ""
 
     def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
@@ -242,6 +244,10 @@ class ClassifierTrialLogger(ChildRunLogger):
 GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
                "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, tokens); with it, on
+# the runs table, where a model-training sweep's trials are.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
                             "best_epoch", "threshold", "train_images", "synthetic_images", "held_out_images", "steps",

@@ -13,11 +13,13 @@ import torch
 
 
 def trial_device(gpus: float, given: torch.device | None = None) -> torch.device:
-    """The device of a trial holding `gpus` GPUs; `given` is what Ray Train picked for a worker."""
-    if not gpus:
-        return torch.device("cpu")
-    device = given or torch.device("cuda", 0)
-    if device.type != "cuda" or not torch.cuda.is_available():
+    """The device of a trial holding `gpus` GPUs; `given` is what Ray Train picked for a worker (it
+    wins, once checked: a worker's local GPU is Train's to name)."""
+    if given is not None:
+        device = given
+    else:
+        device = torch.device("cuda", 0) if gpus else torch.device("cpu")
+    if gpus and (device.type != "cuda" or not torch.cuda.is_available()):
         raise RuntimeError(f"this trial holds {gpus:g} GPU(s) but torch {torch.__version__} sees none "
                            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}, device {device}): "
                            "refusing to train on the CPU while holding a GPU")

@@ -107,6 +107,20 @@ def results_table(results: tune.ResultGrid) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def failed_trials(results: tune.ResultGrid) -> pd.DataFrame:
+    """The trials that ended without test figures, with the first line of their error: the report
+    lists them, since an arm missing without a word reads as an arm never asked for."""
+    rows = []
+    for result in results:
+        if result.error is None and (result.metrics or {}).get("final"):
+            continue
+        cell = result.config["cell"]
+        reason = str(result.error).strip().splitlines()[-1] if result.error is not None else "no final report"
+        rows.append({"classifier": cell["classifier"], "arm": cell["arm_id"], "seed": result.config["seed"],
+                     "reason": reason[:300]})
+    return pd.DataFrame(rows, columns=["classifier", "arm", "seed", "reason"])
+
+
 FINAL_KEYS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "test_confusion_matrix",
               "best_val_auc", "best_epoch", "threshold", "init", "train_images", "synthetic_images", "held_out_images",
               "steps", "samples_seen", "degenerate", "test_roc", "test_scores", "test_labels", "test_patients")

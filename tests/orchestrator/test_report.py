@@ -63,3 +63,14 @@ def test_report_is_written_as_markdown_and_html_with_its_figures(results, tmp_pa
     assert "| resnet | synthetic:cgan-1:0.5 | 24 / 48 / 3 |" in markdown
     assert "24 test patients (12 benign, 12 malignant), 48 slices" in markdown and "Holm" in markdown
     assert "<table" in (tmp_path / "report.html").read_text()
+
+
+def test_failed_trials_are_listed_with_their_reason(results, tmp_path):
+    summary = utility(results, min_patients_per_label=10, draws=200)
+    failed = pd.DataFrame([{"classifier": "resnet", "arm": "synthetic:cgan-1:2", "seed": 1,
+                            "reason": "ValueError: the synthetic set has 70 images; this arm needs 72"}])
+    write_report(tmp_path, "pet-1", None, [], results, summary, "test split only", failed)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Classifier trials that failed (1)" in markdown and "needs 72" in markdown
+    write_report(tmp_path, "pet-1", None, [], results, summary, "test split only", failed.iloc[:0])
+    assert "Classifier trials that failed" not in (tmp_path / "report.md").read_text()

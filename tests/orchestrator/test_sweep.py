@@ -24,6 +24,9 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     (parent,) = parents
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["dataset_fingerprint"] and parent.data.params["search.metric"] == "ssim"
+    # MLflow's UI opens a model-training experiment on its runs table
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert parent.data.params["search.gpus_per_worker"] == "0.0"  # resolved at the start, recorded
     assert len(children) == 4
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -141,13 +141,17 @@ def test_each_nodule_lies_where_nodules_csv_says(series_dir):
         assert hu[j, i] > -650, f"row for {row['label']}: {hu[j, i]:.0f} HU at the nodule centre"
 
 
-def test_an_enhanced_phantom_ingests_to_the_same_crops(tmp_path, data_cfg):
-    cfg = replace(data_cfg, modality="ct", size=32)
+@pytest.mark.parametrize("modality", ["ct", "pet"])
+def test_an_enhanced_phantom_ingests_to_the_same_crops(tmp_path, data_cfg, modality):
+    """One enhanced multi-frame file per series (PET: a rescale slope per frame) against one file per slice."""
+    cfg = replace(data_cfg, modality=modality, size=32)
     cohorts = []
     for name, enhanced in [("single", False), ("enhanced", True)]:
-        write_phantom_cohort(tmp_path / name, patients=6, modality="ct", seed=5, slices=4, enhanced=enhanced)
+        write_phantom_cohort(tmp_path / name, patients=6, modality=modality, seed=5, slices=4, enhanced=enhanced)
         cohorts.append(ingest(tmp_path / name, cfg))
     assert len(list((tmp_path / "enhanced").rglob("*.dcm"))) == 6
     assert pydicom.dcmread(next((tmp_path / "enhanced").rglob("*.dcm"))).NumberOfFrames == 4
     np.testing.assert_array_equal(np.asarray(cohorts[0].images), np.asarray(cohorts[1].images))
     assert len(cohorts[0].images) >= 6
+    assert cohorts[1].meta["normalisation"] == ({"suv": len(cohorts[1].images)} if modality == "pet"
+                                                else {"ct_lung_window": len(cohorts[1].images)})

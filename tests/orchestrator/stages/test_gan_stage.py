@@ -5,9 +5,10 @@ import pytest
 import ray
 import torch
 
-from orchestrator.config import load_config
+from orchestrator.config import config_from_dict, load_config
 from orchestrator.stages import classify as classify_stage
 from orchestrator.stages import gan as gan_stage
+from orchestrator.storage import read_record, write_record
 from orchestrator.sweep import resolve_resources
 from trainables.device import trial_device
 
@@ -20,7 +21,7 @@ def ray_with_a_gpu():
     ray.shutdown()
 
 
-def test_resources_are_resolved_once_from_the_cluster_and_the_stages_request_just_that(ray_with_a_gpu):
+def test_resources_are_resolved_once_from_the_cluster_and_the_stages_request_just_that(ray_with_a_gpu, tmp_path):
     cfg = load_config("pet", "smoke")
     assert (cfg.search.gpus_per_worker, cfg.synth.gpus_per_task, cfg.classify.gpus_per_trial) == (None, None, None)
     resolved = resolve_resources(cfg)
@@ -33,6 +34,12 @@ def test_resources_are_resolved_once_from_the_cluster_and_the_stages_request_jus
                                                                         "classify.gpus_per_trial=0"]))
     assert chosen.search.gpus_per_worker == 0.25 and chosen.classify.gpus_per_trial == 0.0  # a set value wins
     assert resolve_resources(resolved) == resolved  # a resumed sweep's recorded values stay as they are
+    # what sweep.json records is what a resumed sweep's stages request
+    write_record(str(tmp_path), {"config": resolved.to_dict()})
+    recorded = config_from_dict(read_record(str(tmp_path))["config"], "sweep.json")
+    assert gan_stage.train_settings(recorded, "/tmp/sweep") == gan_stage.train_settings(resolved, "/tmp/sweep")
+    assert classify_stage.trial_resources(recorded.classify) == classify_stage.trial_resources(resolved.classify)
+    assert recorded.synth.gpus_per_task == 1.0
 
 
 def test_a_trial_holding_a_gpu_it_cannot_see_fails_instead_of_training_on_the_cpu():
