@@ -66,9 +66,10 @@ def assemble_series(members: list[tuple[str, Image]]) -> Volume:
     if missing:
         raise SeriesRejected("missing_geometry", "no Image Position / Orientation (Patient) or Pixel Spacing in "
                              f"{len(missing)} file(s), so the slices cannot be placed in space", missing)
-    _check_agreement(frames, "orientation", "inconsistent_orientation", ORIENTATION_TOLERANCE)
-    _check_agreement(frames, "spacing", "inconsistent_spacing", 1e-4)
-    _check_agreement([(rel, f.values.shape) for rel, f in frames], None, "inconsistent_size", 0)
+    _check_agreement([(rel, f.orientation) for rel, f in frames], "orientation", "inconsistent_orientation",
+                     ORIENTATION_TOLERANCE)
+    _check_agreement([(rel, f.spacing) for rel, f in frames], "spacing", "inconsistent_spacing", 1e-4)
+    _check_agreement([(rel, f.values.shape) for rel, f in frames], "Rows x Columns", "inconsistent_size", 0)
     scales = {image.scale for _, image in members}
     if len(scales) > 1:
         raise SeriesRejected("inconsistent_calibration", f"the files carry {len(scales)} different header "
@@ -90,13 +91,11 @@ def assemble_series(members: list[tuple[str, Image]]) -> Volume:
         scale=scales.pop(), key=members[0][1].series_uid)
 
 
-def _check_agreement(frames: list[tuple[str, object]], attribute: str | None, reason: str, tolerance: float) -> None:
-    """Every frame's `attribute` equals the most common value (to `tolerance`); else name the odd files."""
-    values = [(rel, getattr(f, attribute) if attribute else f) for rel, f in frames]
+def _check_agreement(values: list[tuple[str, tuple]], what: str, reason: str, tolerance: float) -> None:
+    """Every frame's value equals the most common one (to `tolerance`); else name the odd files."""
     usual = Counter(tuple(np.round(np.asarray(v, float), 6)) for _, v in values).most_common(1)[0][0]
     odd = sorted({rel for rel, v in values if np.max(np.abs(np.asarray(v, float) - usual)) > tolerance})
     if odd:
-        what = attribute or "Rows x Columns"
         raise SeriesRejected(reason, f"{len(odd)} file(s) differ from the series' usual {what} {list(usual)}", odd)
 
 

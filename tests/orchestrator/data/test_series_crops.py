@@ -282,3 +282,16 @@ def test_the_ingest_command_takes_a_nodule_table_from_elsewhere(tmp_path, capsys
                         str(tmp_path / "table.csv"), "--cache", str(tmp_path / "cache"), "--preset", "smoke"])
     out = capsys.readouterr().out
     assert code == 0 and "nodule crops:" in out and "(6 used)" in out
+
+
+def test_anisotropic_pixels_give_a_round_nodule_in_the_crop(tmp_path, ct_cfg):
+    """Columns 0.5 mm apart, rows 1.0 mm: each axis must be resampled by its own spacing."""
+    series = Series(shape_kji=(5, 64, 128), spacing_ijk=(0.5, 1.0, 2.0))
+    centre = series.origin + 32 * series.row + 32 * series.column + 4 * series.normal
+    series.paint_ball(centre, 6.0)
+    volume = _volume(series.write(tmp_path / "s"), ct_cfg)
+    row = _table(tmp_path, series_uid=series.series_uid, coord_x=centre[0], coord_y=centre[1], coord_z=centre[2])
+    crop = min(nodule_crops(volume, nodule_centre(row, volume), ct_cfg), key=lambda c: abs(c.offset_mm))
+    rows, cols = np.nonzero(crop.image > 0.65)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert abs(height - width) <= 1 and 10 <= width <= 13  # a 12 mm ball at 1 mm per crop pixel
