@@ -49,3 +49,19 @@ def test_missing_weights_say_what_to_do(tmp_path):
         build_classifier("mobilenet", str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="unknown classifier"):
         build_classifier("alexnet")
+
+
+@pytest.mark.parametrize("size", [32, 64])  # 32 px: the head's convs see 1x1 inputs pooled to 7x7; 64 px: 2x2
+def test_vgg16_head_as_matrix_product_is_the_same_function_as_timms_convs(size):
+    torch.manual_seed(0)
+    ours = build_classifier("vgg16").model
+    theirs = timm.create_model("vgg16", pretrained=False, in_chans=1, num_classes=2)
+    theirs.load_state_dict(ours.state_dict())  # same keys and shapes: pretrained files load into either
+    assert type(ours.pre_logits.fc1).__name__ == "FullFieldConv2d"
+    x = torch.rand(3, 1, size, size)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
+    ours.train(), theirs.train()
+    for model in (ours, theirs):
+        model(x).square().sum().backward()
+    torch.testing.assert_close(ours.pre_logits.fc1.weight.grad, theirs.pre_logits.fc1.weight.grad, rtol=1e-3, atol=1e-6)
