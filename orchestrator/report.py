@@ -7,18 +7,17 @@ and seed, scored on the same test cases.
 """
 from __future__ import annotations
 
+import base64
 import html
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from orchestrator.statistics import Utility  # noqa: E402
+from orchestrator.plots import plot_audit, plot_forest, plot_roc, plot_validation_curves
+from orchestrator.statistics import Utility
+from trainables.metrics import fid_key_in
 
 ALPHA = 0.05  # a comparison is claimed only when its Holm-adjusted p is below this
 
@@ -100,91 +99,234 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# --- Plots --------------------------------------------------------------------------------------
+# --- Findings: what the sweep found, in words ---------------------------------------------------
 
-def plot_confusion(matrix, path: Path) -> None:
-    """[[tn, fp], [fn, tp]] as a labelled 2 x 2 image."""
-    fig, ax = plt.subplots(figsize=(3.2, 3))
-    ax.imshow(np.asarray(matrix), cmap="Blues")
-    for (i, j), count in np.ndenumerate(np.asarray(matrix)):
-        ax.text(j, i, str(count), ha="center", va="center")
-    ax.set_xticks([0, 1], ["benign", "malignant"])
-    ax.set_yticks([0, 1], ["benign", "malignant"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+@dataclass
+class SweepOutcome:
+    """What the report reads: what the stages returned, and the caveats the driver knows of."""
+    sweep_id: str
+    gan_table: pd.DataFrame | None = None  # every ranked stage-1 trial, best first, with the FID floor beside
+    curves: list[dict] = field(default_factory=list)  # stage 1 validation curves (stages.gan.validation_curves)
+    floor: dict = field(default_factory=dict)  # the real-vs-real floor of each FID-type metric
+    sets: list = field(default_factory=list)  # stage 2's synthetic sets
+    results: pd.DataFrame | None = None  # stage 3: one row per finished trial
+    summary: Utility | None = None
+    failed: pd.DataFrame | None = None  # stage 3 trials without test figures, with their reason
+    test_note: str = ""
+    caveats: list[str] = field(default_factory=list)  # train fraction, shortened schedules
+
+    @classmethod
+    def of(cls, sweep_id: str, stage_results: dict, floor: dict, test_note: str, caveats: list[str]) -> SweepOutcome:
+        """From what each stage's `run` returned ({stage name: result}, the stages that ran)."""
+        gan, sets, utility = (stage_results.get(name) for name in ("gan", "synth", "classify"))
+        return cls(sweep_id, gan.table if gan else None, gan.curves if gan is not None else [], floor, sets or [],
+                   utility.results if utility else None, utility.summary if utility is not None else None,
+                   utility.failed if utility is not None else None, test_note, caveats)
+
+    def best_generators(self) -> pd.DataFrame | None:
+        if self.gan_table is None or not len(self.gan_table):
+            return None
+        return self.gan_table.groupby("arch", sort=False).head(1).reset_index(drop=True)
 
 
-def plot_roc(curves: dict[str, dict], path: Path) -> None:
-    """One ROC curve per label: {"label": {"fpr": [...], "tpr": [...]}}."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for label, curve in curves.items():
-        ax.plot(curve["fpr"], curve["tpr"], label=label)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def findings(outcome: SweepOutcome) -> list[str]:
+    """The report's first section: each stage's result in a sentence or two, then the caveats."""
+    lines = gan_findings(outcome) + [audit_finding(s) for s in outcome.sets]
+    if outcome.summary is not None:
+        lines += utility_findings(outcome.summary)
+    return lines + outcome.caveats
 
 
-def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
-    """Nearest-training-image correlation of synthetic images beside the real-to-real one."""
-    fig, ax = plt.subplots(figsize=(5, 3))
-    bins = np.linspace(min(min(synthetic_r), min(real_r)), 1, 30)
-    ax.hist(real_r, bins=bins, alpha=0.6, density=True, label="real → nearest other-patient real")
-    ax.hist(synthetic_r, bins=bins, alpha=0.6, density=True, label="synthetic → nearest training")
-    ax.axvline(threshold, color="red", linestyle="--", label=f"flag above r = {threshold:.3f}")
-    ax.set_xlabel("normalised correlation r")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def gan_findings(outcome: SweepOutcome) -> list[str]:
+    best = outcome.best_generators()
+    if best is None:
+        return ["Stage 1 produced no usable checkpoint (the trials' MLflow runs say why)."] if outcome.curves else []
+    lines = []
+    fid_key = fid_key_in(best.columns)
+    for row in best.to_dict("records"):
+        text = f"Best {row['arch']} generator: trial {row['trial_id']} at epoch {int(row['epoch'])}"
+        if fid_key and f"{fid_key}_floor" in row:
+            text += (f", {fid_key} {row[fid_key]:.1f} against a real-vs-real floor of {row[f'{fid_key}_floor']:.1f} "
+                     f"(how far from a second real sample: {row[fid_key] - row[f'{fid_key}_floor']:.1f})")
+        elif fid_key:
+            text += f", {fid_key} {row[fid_key]:.1f} (no floor was computed)"
+        lines.append(text + f"; validation SSIM {row['ssim']:.3f}.")
+    statuses = pd.Series([c["status"] for c in outcome.curves]).value_counts()
+    if len(statuses):
+        lines.append(f"{len(outcome.curves)} GAN trial(s): " + ", ".join(f"{n} {status}" for status, n in statuses.items())
+                     + " (curves in stage 1 below).")
+    return lines
+
+
+def audit_finding(s) -> str:
+    audit = s.audit
+    replaced = " and were replaced by fresh draws" if audit["excluded_flagged"] else " and were kept"
+    kept_flagged = audit["flagged"] if not audit["excluded_flagged"] else 0
+    verdict = ("no image in the set is closer to a training slice than real slices of two different patients are"
+               if not kept_flagged else f"{kept_flagged} image(s) in the set are near-copies of training slices")
+    return (f"Memorisation audit of {s.name}: {audit['flagged']} of {audit['generated']} generated images were closer "
+            f"to a training slice than r = {audit['threshold']:.3f} ({audit['threshold_source']}){replaced}; "
+            f"{audit['kept']} kept: {verdict}.")
+
+
+def utility_findings(summary: Utility) -> list[str]:
+    """Per classifier: real only and each arm's Δ AUC with its interval; what survives Holm; whether the
+    test split could see a gain at all (the oracle arm)."""
+    if summary.blocker:
+        return [f"Stage 3 on {summary.cases.describe()}: no inferential claim, {summary.blocker}."]
+    lines = [f"Stage 3 on {summary.cases.describe()}, Δ AUC against real only with 95 % intervals "
+             f"(patient bootstrap with seed variation):"]
+    by_classifier: dict[str, list] = {}
+    for arm in summary.arms:
+        by_classifier.setdefault(arm.classifier, []).append(arm)
+    for classifier, arms in by_classifier.items():
+        real = next((a for a in arms if a.arm_id == "real"), None)
+        if real is None or real.degenerate:
+            lines.append(f"{classifier}: degenerate ({real.degenerate if real else 'no real-only arm'}); "
+                         "nothing is read from it.")
+            continue
+        parts = [f"{a.arm_id} {_signed(a.deltas['roc_auc'])}" + (" *" if _claimed(a) else "")
+                 for a in arms if a.deltas and not a.degenerate]
+        dropped = [a.arm_id for a in arms if a.degenerate]
+        lines.append(f"{classifier} (real only AUC {real.metrics['roc_auc'].interval()}): " + "; ".join(parts)
+                     + (f"; degenerate: {', '.join(dropped)}" if dropped else "") + ".")
+        lines += oracle_bracket(classifier, arms)
+    claimed = [a for a in summary.arms if _claimed(a)]
+    lines.append(f"* survives Holm's correction across the {summary.family_size()} comparisons (p < {ALPHA}): "
+                 + ", ".join(f"{a.classifier} {a.arm_id}" for a in claimed) + "." if claimed else
+                 f"None of the {summary.family_size()} comparisons with real only survives Holm's correction "
+                 f"(p < {ALPHA}).")
+    return lines
+
+
+def oracle_bracket(classifier: str, arms: list) -> list[str]:
+    """Where each synthetic arm sits between real only and the oracle at the same ratio, when the
+    oracle shows this test split can detect a gain; otherwise that it cannot."""
+    lines = []
+    for oracle in (a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate):
+        ratio = oracle.arm_id.split(":")[1]
+        gain = oracle.deltas["roc_auc"]
+        if not gain.low > 0:
+            lines.append(f"{classifier}: the oracle at {ratio}x (more real patients) gains {_signed(gain)}, an interval "
+                         "that reaches zero: this test split cannot show a gain of that size, from synthetic images "
+                         "or otherwise.")
+            continue
+        for synthetic in (a for a in arms if a.arm_id.startswith("synthetic:") and a.arm_id.endswith(f":{ratio}")
+                          and not a.degenerate):
+            share = synthetic.deltas["roc_auc"].value / gain.value
+            lines.append(f"{classifier}: {synthetic.arm_id} recovers {share:.0%} of the oracle's gain at {ratio}x "
+                         f"({_signed(synthetic.deltas['roc_auc'])} against {_signed(gain)}).")
+    return lines
+
+
+def _claimed(arm) -> bool:
+    return not math.isnan(arm.holm_p) and arm.holm_p < ALPHA
+
+
+def _signed(e) -> str:
+    if math.isnan(e.low):
+        return f"{e.value:+.3f}"
+    return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+
+
+def forest_rows(summary: Utility) -> list[dict]:
+    """One row per classifier x arm with a difference to real only, for `plot_forest`."""
+    return [{"label": f"{a.classifier} · {a.arm_id}", "arm": a.arm_id.split(":")[0], "degenerate": bool(a.degenerate),
+             "claimed": _claimed(a), **{f"Δ {name}": (e.value, e.low, e.high) for key, name in
+                                        (("roc_auc", "AUC"), ("sensitivity", "sensitivity"))
+                                        for e in [a.deltas[key]]}}
+            for a in summary.arms if a.deltas]
+
+
+def degenerate_trials(results: pd.DataFrame) -> pd.DataFrame:
+    """The trials that carry no figure worth reading, grouped by classifier, arm and reason."""
+    bad = results[results.degenerate.astype(bool)]
+    rows = [{"classifier": c, "arm": arm, "seeds": ", ".join(str(int(s)) for s in sorted(group.seed)), "reason": reason}
+            for (c, arm, reason), group in bad.groupby(["classifier", "arm_id", "degenerate"], sort=False)]
+    return pd.DataFrame(rows, columns=["classifier", "arm", "seeds", "reason"])
 
 
 # --- The report ---------------------------------------------------------------------------------
 
-def write_report(out_dir: Path, sweep_id: str, gan_best: pd.DataFrame | None, sets: list, results: pd.DataFrame | None,
-                 summary: Utility | None, test_note: str, failed: pd.DataFrame | None = None) -> list[Path]:
-    """report.md and report.html (+ their figures) in `out_dir`; returns every file written."""
-    blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {sweep_id}")]
+def write_report(out_dir: Path, outcome: SweepOutcome) -> list[Path]:
+    """report.md (figures beside it) and report.html (one self-contained file) in `out_dir`; returns
+    every file written."""
     files: list[Path] = []
-    if gan_best is not None:
-        blocks += [("h2", "Stage 1: best GAN checkpoint per architecture (validation; Tables 1-2)"),
-                   ("table", gan_best.drop(columns=["checkpoint_path"], errors="ignore"))]
-    if sets:
-        blocks += [("h2", "Stage 2: synthetic sets and the memorisation audit"), ("table", audit_table(sets))]
-        for s in sets:
-            hist = out_dir / f"audit_{s.name}.png"
-            plot_audit(s.audit["synthetic_r"], s.audit["real_r"], s.audit["threshold"], hist)
-            files.append(hist)
-            blocks += [("h3", s.name), ("image", hist.name),
-                       ("image", str((s.folder / "real_vs_synthetic.png").relative_to(out_dir))),
-                       ("p", "Most similar synthetic / training pairs (top / bottom):"),
-                       ("image", str((s.folder / "closest_pairs.png").relative_to(out_dir)))]
-    if summary is not None:
-        table = utility_table(summary)
-        blocks += [("h2", "Stage 3: classifiers on the real test split (Tables 3-4)"), ("p", test_note),
-                   ("p", summary.method()), *[("p", line) for line in conclusions(summary)], ("table", table)]
-        table.to_csv(out_dir / "stage3.csv", index=False)
-        files.append(out_dir / "stage3.csv")
-        first_seed = results[results.seed == results.seed.min()]
-        for classifier, group in first_seed.groupby("classifier", sort=False):
-            path = out_dir / f"roc_{classifier}.png"
-            plot_roc({row.arm_id: row.test_roc for row in group.itertuples()}, path)
-            files.append(path)
-            blocks += [("h3", f"ROC, {classifier} (seed {int(group.seed.iloc[0])})"), ("image", path.name)]
-    if failed is not None and len(failed):
-        blocks += [("h2", f"Classifier trials that failed ({len(failed)})"),
-                   ("p", "These trials have no test figures; the arms above rest on the seeds that finished."),
-                   ("table", failed)]
+    blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {outcome.sweep_id}"), ("h2", "Findings"),
+                                        ("list", findings(outcome))]
+    blocks += gan_blocks(outcome, out_dir, files)
+    for s in outcome.sets:
+        hist = out_dir / f"audit_{s.name}.png"
+        plot_audit(s.audit["synthetic_r"], s.audit["real_r"], s.audit["threshold"], hist)
+        files.append(hist)
+        blocks += [("h2", f"Stage 2: synthetic set {s.name} and its memorisation audit"),
+                   ("table", audit_table([s])), ("image", hist.name),
+                   ("p", "The most similar synthetic / training pairs:"),
+                   ("image", str((s.folder / "closest_pairs.png").relative_to(out_dir)))]
+    if outcome.summary is not None:
+        blocks += utility_blocks(outcome, out_dir, files)
     md, page = out_dir / "report.md", out_dir / "report.html"
     md.write_text(render_markdown(blocks))
-    page.write_text(render_html(blocks))
+    page.write_text(render_html(blocks, out_dir))
     return [md, page, *files]
+
+
+def gan_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> list[tuple[str, object]]:
+    """Stage 1: the selected checkpoints' samples beside real slices, the ranking, the curves."""
+    best = outcome.best_generators()
+    if best is None and not outcome.curves:
+        return []
+    blocks: list[tuple[str, object]] = [("h2", "Stage 1: GAN search (validation split)")]
+    for s in outcome.sets:  # stage 2 drew these from the selected checkpoints
+        blocks += [("p", f"Real training slices and samples of {s.name} (the selected checkpoint of its "
+                         "architecture), per label:"),
+                   ("image", str((s.folder / "real_vs_synthetic.png").relative_to(out_dir)))]
+    if best is not None:
+        blocks += [("h3", "Best checkpoint per architecture (Tables 1-2)"),
+                   ("table", best.drop(columns=["checkpoint_path"], errors="ignore"))]
+    if outcome.curves:
+        fid_key = fid_key_in({k for c in outcome.curves for k in c}) or "fid"
+        path = out_dir / "gan_curves.png"
+        plot_validation_curves(outcome.curves, outcome.floor.get(f"{fid_key}_floor"), fid_key, path)
+        files.append(path)
+        blocks += [("h3", "Validation metrics over training, per trial"), ("image", path.name),
+                   ("p", "Dashed and ending in x: stopped early by the scheduler (ASHA); dotted: failed or diverged.")]
+    return blocks
+
+
+def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> list[tuple[str, object]]:
+    """Stage 3: the forest plot, the tables, the trials that failed or are degenerate, ROC curves."""
+    summary, results = outcome.summary, outcome.results
+    table = utility_table(summary)
+    table.to_csv(out_dir / "stage3.csv", index=False)
+    files.append(out_dir / "stage3.csv")
+    blocks: list[tuple[str, object]] = [("h2", "Stage 3: classifiers on the real test split"),
+                                        ("p", outcome.test_note), ("p", summary.method())]
+    rows = forest_rows(summary)
+    if rows:
+        path = out_dir / "forest.png"
+        plot_forest(rows, path)
+        files.append(path)
+        blocks += [("h3", "Each arm against real only"), ("image", path.name),
+                   ("p", "Points: the seed mean on the whole test split; bars: 95 % patient-bootstrap intervals. "
+                         "Grey: degenerate, not interpreted. *: survives Holm's correction.")]
+    blocks += [("h3", "Tables 3-4"), *[("p", line) for line in conclusions(summary)], ("table", table)]
+    degenerate = degenerate_trials(results)
+    if len(degenerate):
+        blocks += [("h3", f"Degenerate trials ({len(degenerate)} classifier x arm x reason)"),
+                   ("p", "Constant scores or chance validation AUC: kept out of every conclusion."),
+                   ("table", degenerate)]
+    if outcome.failed is not None and len(outcome.failed):
+        blocks += [("h3", f"Classifier trials that failed ({len(outcome.failed)})"),
+                   ("p", "These trials have no test figures; the arms above rest on the seeds that finished."),
+                   ("table", outcome.failed)]
+    first_seed = results[results.seed == results.seed.min()]
+    for classifier, group in first_seed.groupby("classifier", sort=False):
+        path = out_dir / f"roc_{classifier}.png"
+        plot_roc({row.arm_id: row.test_roc for row in group.itertuples()}, path)
+        files.append(path)
+        blocks += [("h3", f"ROC, {classifier} (seed {int(group.seed.iloc[0])})"), ("image", path.name)]
+    return blocks
 
 
 def render_markdown(blocks) -> str:
@@ -197,22 +339,39 @@ def render_markdown(blocks) -> str:
             out.append(markdown_table(content))
         elif kind == "image":
             out.append(f"![{content}]({content})")
+        elif kind == "list":
+            out.append("\n".join(f"- {line}" for line in content))
         else:
             out.append(str(content))
     return "\n\n".join(out) + "\n"
 
 
-def render_html(blocks) -> str:
-    out = ["<!doctype html><meta charset='utf-8'><title>medgan-sweep report</title>",
-           "<style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}</style>"]
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:72em;margin:auto;padding:0 1em;line-height:1.45;color:#222}
+h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.wide{overflow-x:auto}table{border-collapse:collapse;font-size:85%}
+td,th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}th{background:#f4f4f4;text-align:left}
+img{max-width:100%;height:auto}ul.findings li{margin:.3em 0}
+"""
+
+
+def render_html(blocks, out_dir: Path) -> str:
+    """One file that works anywhere: figures embedded as data URIs, wide tables scroll sideways,
+    images shrink to a phone's width."""
+    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+           f"<title>medgan-sweep report</title><style>{STYLE}</style></head><body>"]
     for kind, content in blocks:
         if kind in ("h1", "h2", "h3"):
             out.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
         elif kind == "table":
-            out.append(content.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+            out.append("<div class='wide'>" + content.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                                               border=0) + "</div>")
         elif kind == "image":
-            out.append(f"<p><img src='{html.escape(str(content))}'></p>")
+            data = base64.b64encode((out_dir / str(content)).read_bytes()).decode()
+            out.append(f"<p><img alt='{html.escape(str(content))}' src='data:image/png;base64,{data}'></p>")
+        elif kind == "list":
+            out.append("<ul class='findings'>" + "".join(f"<li>{html.escape(line)}</li>" for line in content) + "</ul>")
         else:
             out.append(f"<p>{html.escape(str(content))}</p>")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n</body></html>\n"

@@ -25,10 +25,11 @@ from mlflow.tracking import MlflowClient
 from orchestrator.config import config_from_dict
 from orchestrator.data.ingest import ingest
 from orchestrator.storage import read_record
-from orchestrator.tracking import (GAN_METRICS, PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG,
-                                   CLASSIFIER_FINAL_METRICS, code_version, default_tracking_uri)
+from orchestrator.tracking import (GAN_METRICS, PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
+                                   default_tracking_uri)
+from trainables.classify.loop import FINAL_METRICS
 
-COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s"}, "classify": CLASSIFIER_FINAL_METRICS}
+COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s"}, "classify": set(FINAL_METRICS)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 
 from orchestrator.config import GanConfig, SearchConfig
+from trainables.metrics import EVAL_METRICS
 
 # How each declarative distribution becomes a Tune domain.
 DISTRIBUTIONS = {
@@ -26,8 +27,11 @@ DISTRIBUTIONS = {
     "int": lambda spec: tune.randint(spec["low"], spec["high"] + 1),  # Tune's high is exclusive
     "choice": lambda spec: tune.choice(list(spec["values"])),
 }
-# Ranking metrics and their direction: SSIM as the paper (higher is better), FID lower.
-METRIC_MODES = {"ssim": "max", "fid": "min"}
+
+
+def metric_mode(metric: str) -> str:
+    """"max" or "min": which way `metric` is better, from the one table of evaluation metrics."""
+    return EVAL_METRICS[metric].mode
 
 
 def to_tune_space(space: dict[str, dict]) -> dict[str, Any]:
@@ -54,7 +58,7 @@ def make_searcher(search: SearchConfig):
     import optuna
 
     start = paper_defaults(search.space)
-    searcher = OptunaSearch(metric=search.metric, mode=METRIC_MODES[search.metric],
+    searcher = OptunaSearch(metric=search.metric, mode=metric_mode(search.metric),
                             sampler=optuna.samplers.TPESampler(seed=search.seed),
                             points_to_evaluate=[start] if len(start) == len(search.space) else None)
     return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
@@ -78,5 +82,5 @@ def make_scheduler(search: SearchConfig, epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
     longest = longest_trial(search.space, epochs)
-    return ASHAScheduler(time_attr="epoch", metric=search.metric, mode=METRIC_MODES[search.metric],
+    return ASHAScheduler(time_attr="epoch", metric=search.metric, mode=metric_mode(search.metric),
                          max_t=longest + 1, grace_period=max(1, min(search.grace_epochs, longest)))

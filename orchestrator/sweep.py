@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.config import PRESETS, Config, ConfigError, config_from_dict, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
@@ -20,10 +22,10 @@ from orchestrator.data.modalities import MODALITIES
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.data.split import SplitError
 from orchestrator.mlflow_writes import unreachable_reason
+from orchestrator.stages import STAGES
 from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
 from orchestrator.tracking import default_tracking_uri
 
-STAGES = ("gan", "synth", "classify")  # in this order; each needs the one before
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -246,12 +248,9 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
               stages: list[str], clock: Stopwatch) -> int:
     import ray
 
-    from orchestrator.report import conclusions, markdown_table, utility_table, write_report
-    from orchestrator.stages import classify as classify_stage
-    from orchestrator.stages import gan as gan_stage
-    from orchestrator.stages import synth as synth_stage
-    from orchestrator.statistics import utility
-    from orchestrator.tracking import SweepTracker
+    from orchestrator.report import SweepOutcome, write_report
+    from orchestrator.stages import StageContext, stage_runner
+    from orchestrator.tracking import SweepTracker, cohort_dataset
 
     start_ray(args.address)
     plan.config = resolve_resources(plan.config)  # once; a resumed sweep's record holds them already
@@ -267,60 +266,29 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
+    arrays = cohort.as_arrays()
+    tracker.log_dataset(cohort_dataset(arrays, cohort.fingerprint, cfg.data.modality))
     clock.lap("setup")  # Ray start, resources, MLflow parent run
     if cohort.meta.get("crops"):  # where every crop came from; pseudonyms and numbers only
         tracker.log_sweep_dict(cohort.meta["crops"], "data/crops_summary.json")
         tracker.log_sweep_file(cohort.path / "crops.json", "data")
 
-    sets, results, summary, failed_classifiers = [], None, None, None
+    stage_results: dict = {}
     try:
-        arrays = cohort.as_arrays()
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
         floor = log_fid_floor(cfg, arrays, tracker)
         clock.lap("fid_floor")
-        callback = tracker.trial_callback(cfg.search.metric, gan_stage.METRIC_MODES[cfg.search.metric], storage)
-        gan_results = gan_stage.build_tuner(cfg, data_ref, sweep_path, [callback], resume=args.resume).fit()
-        table = gan_stage.with_floor(gan_stage.ranking_table(gan_results, cfg.search.metric, storage,
-                                                              tuple(cfg.search.space)), floor)
-        clock.lap("gan")
-        for path in gan_stage.write_tables(table, out_dir):
-            tracker.log_sweep_file(path, "ranking")
-        failed = sum(1 for r in gan_results if r.error is not None)
-        print(f"\nstage 1: {len(table)} ranked trial(s), {failed} failed; best per architecture by "
-              f"{cfg.search.metric} (validation):")
-        print(markdown_table(gan_stage.best_per_architecture(table).drop(columns=["checkpoint_path"]))
-              if len(table) else "(no trial produced a usable checkpoint: see the failure reasons on the "
-                                 "trials' MLflow runs)")
-        if len(table) and "synth" in stages:
-            sets = synth_stage.run_synthesis(cfg, table, arrays, out_dir)
-            for s in sets:
-                # the images themselves stay in the set's folder (the manifest says where): they can be large
-                files = sorted(p for p in s.folder.iterdir() if p.suffix in (".json", ".png"))
-                tracker.log_stage_run("synth", f"synth-{s.name}", params={**s.params, "folder": str(s.folder)},
-                                      metrics={k: s.audit[k] for k in ("generated", "flagged", "kept")},
-                                      files=files, artifact_path=s.name)
-            print(f"stage 2: {len(sets)} synthetic set(s): " + ", ".join(
-                f"{s.name} ({s.audit['kept']} kept, {s.audit['flagged']} flagged)" for s in sets))
-            clock.lap("synth")
-        if sets and "classify" in stages:
-            refs = {s.name: ray.put(s.as_arrays()) for s in sets}
-            tuner = classify_stage.build_tuner(cfg, data_ref, refs, sweep_path, [tracker.classifier_callback()],
-                                               resume=args.resume)
-            grid = tuner.fit()
-            results, failed_classifiers = classify_stage.results_table(grid), classify_stage.failed_trials(grid)
-            if len(failed_classifiers):
-                print(f"stage 3: {len(failed_classifiers)} classifier trial(s) failed; the report lists them "
-                      "with the reason")
-            if len(results):
-                summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
-                tracker.log_test_split(summary)
-            clock.lap("classify")
-        report = write_report(out_dir, sweep_id, gan_stage.best_per_architecture(table) if len(table) else None,
-                              sets, results, summary, TEST_NOTE + classify_stage.schedule_note(cfg.classify),
-                              failed_classifiers)
-        for path in report:
+        context = StageContext(cfg, arrays, data_ref, floor, tracker, storage, sweep_path, out_dir, args.resume)
+        previous = None
+        for name in stages:
+            previous = stage_results[name] = stage_runner(name)(context, previous)
+            clock.lap(name)
+            if not previous:  # nothing for the next stage to work on
+                break
+        outcome = SweepOutcome.of(sweep_id, stage_results, floor, TEST_NOTE, caveats(cfg, arrays))
+        for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
-        for s in sets:  # the grids the report shows, at the same relative paths
+        for s in outcome.sets:  # the grids the Markdown report shows, at the same relative paths
             for grid in sorted(s.folder.glob("*.png")):
                 tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")
         clock.lap("report")
@@ -332,15 +300,8 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     finally:
         ray.shutdown()
 
-    if summary is not None:
-        print(f"stage 3 (real test split: {summary.cases.describe()}; patient-bootstrap 95 % intervals; Δ against "
-              "real only, p Holm-adjusted):")
-        columns = ["classifier", "arm", "accuracy", "AUC", "Δ AUC", "Δ AUC p (Holm)", "status"]
-        stage3 = utility_table(summary)
-        print(markdown_table(stage3[[c for c in columns if c in stage3]].fillna("")))
-        print("\n".join(conclusions(summary)))
     print(f"sweep {sweep_id} done in {sum(clock.laps.values()):.0f} s ({clock.summary()})")
-    print(f"report:     {out_dir / 'report.md'} (and report.html)")
+    print(f"report:     {out_dir / 'report.html'} (open in a browser; report.md beside it)")
     hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
     print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
@@ -348,11 +309,28 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
               f"{tracker.writes.spool}: make them with `python -m orchestrator.mlflow_writes {tracker.writes.spool} "
               f"--tracking-uri {tracking_uri}` once the server is back", file=sys.stderr)
-    return 0 if len(table) else 1
+    return 0 if stage_results.get("gan") else 1
 
 
 TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "
              "thresholds were fixed on validation. Synthetic images enter training only.")
+
+
+def caveats(cfg: Config, arrays: dict) -> list[str]:
+    """What the findings rest on that a reader could miss: scarce data by design, coarse FID, short schedules."""
+    from orchestrator.stages.classify import schedule_note
+    from trainables.cohort import TRAIN
+
+    train = np.asarray(arrays["split"]) == TRAIN
+    lines = [f"FID and SSIM come from {cfg.gan.eval_images} generated images against the validation split at "
+             f"{cfg.data.size} px: compare an FID with its floor, not with published figures."]
+    if cfg.data.train_fraction < 1:
+        lines.append(f"Scarce data by design (data.train_fraction {cfg.data.train_fraction:g}): every GAN and "
+                     f"classifier trains on {len(np.unique(np.asarray(arrays['patients'])[train]))} patients "
+                     f"({int(train.sum())} slices); the other training patients are held out of all training and "
+                     "feed only the oracle arm.")
+    note = schedule_note(cfg.classify).strip()
+    return lines + ([note] if note else [])
 
 
 if __name__ == "__main__":

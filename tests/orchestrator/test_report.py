@@ -1,11 +1,18 @@
 """The report: stage-3 figures with what they rest on, and claims only where the numbers allow them."""
 from __future__ import annotations
 
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.report import conclusions, utility_table, write_report
+from orchestrator.report import SweepOutcome, conclusions, findings, utility_table, write_report
 from orchestrator.statistics import utility
 
 
@@ -56,21 +63,91 @@ def test_a_tiny_test_split_gets_no_claim(results):
 
 def test_report_is_written_as_markdown_and_html_with_its_figures(results, tmp_path):
     summary = utility(results, min_patients_per_label=10, draws=500)
-    files = write_report(tmp_path, "pet-1", None, [], results, summary, "test split only")
+    files = write_report(tmp_path, SweepOutcome("pet-1", results=results, summary=summary, test_note="test split only"))
     names = {f.name for f in files}
-    assert {"report.md", "report.html", "roc_resnet.png"} <= names and all(f.exists() for f in files)
+    assert {"report.md", "report.html", "roc_resnet.png", "forest.png"} <= names and all(f.exists() for f in files)
     markdown = (tmp_path / "report.md").read_text()
     assert "| resnet | synthetic:cgan-1:0.5 | 24 / 48 / 3 |" in markdown
     assert "24 test patients (12 benign, 12 malignant), 48 slices" in markdown and "Holm" in markdown
-    assert "<table" in (tmp_path / "report.html").read_text()
+    assert markdown.index("## Findings") < markdown.index("## Stage 3")
+    assert "| resnet | classic | 0, 1, 2 | validation AUC 0.500 not above chance |" in markdown  # degenerate trials
+    page = (tmp_path / "report.html").read_text()
+    # one self-contained file: every figure embedded, none fetched from beside it
+    assert "<table" in page and page.count("src='data:image/png;base64,") == markdown.count("![")
+    assert "src='roc" not in page and "name='viewport'" in page
+
+
+def test_findings_say_what_each_classifier_gained_and_what_survives_holm(results):
+    summary = utility(results, min_patients_per_label=10, draws=500)
+    lines = findings(SweepOutcome("pet-1", results=results, summary=summary, caveats=["train fraction 0.15"]))
+    assert lines[0].startswith("Stage 3 on 24 test patients (12 benign, 12 malignant), 48 slices")
+    resnet = next(line for line in lines if line.startswith("resnet (real only AUC"))
+    assert "synthetic:cgan-1:0.5 +0." in resnet and resnet.endswith("; degenerate: classic.")
+    assert "* survives Holm's correction across the 1 comparisons (p < 0.05): resnet synthetic:cgan-1:0.5." in lines
+    assert lines[-1] == "train fraction 0.15"
+
+
+def test_findings_place_the_synthetic_arm_against_the_oracle(results):
+    oracle = results[results.arm_id == "synthetic:cgan-1:0.5"].assign(arm_id="oracle:0.5")
+    summary = utility(pd.concat([results, oracle]), min_patients_per_label=10, draws=500)
+    lines = findings(SweepOutcome("pet-1", results=results, summary=summary))
+    assert "resnet: synthetic:cgan-1:0.5 recovers 100% of the oracle's gain at 0.5x" in " ".join(lines)
+    # an oracle that gains nothing: the split cannot show a gain of that size
+    flat = results[results.arm_id == "real"].assign(arm_id="oracle:0.5")
+    summary = utility(pd.concat([results, flat]), min_patients_per_label=10, draws=500)
+    lines = findings(SweepOutcome("pet-1", results=results, summary=summary))
+    assert any("an interval that reaches zero: this test split cannot show a gain" in line for line in lines)
 
 
 def test_failed_trials_are_listed_with_their_reason(results, tmp_path):
     summary = utility(results, min_patients_per_label=10, draws=200)
     failed = pd.DataFrame([{"classifier": "resnet", "arm": "synthetic:cgan-1:2", "seed": 1,
                             "reason": "ValueError: the synthetic set has 70 images; this arm needs 72"}])
-    write_report(tmp_path, "pet-1", None, [], results, summary, "test split only", failed)
+    write_report(tmp_path, SweepOutcome("pet-1", results=results, summary=summary, failed=failed))
     markdown = (tmp_path / "report.md").read_text()
-    assert "## Classifier trials that failed (1)" in markdown and "needs 72" in markdown
-    write_report(tmp_path, "pet-1", None, [], results, summary, "test split only", failed.iloc[:0])
+    assert "### Classifier trials that failed (1)" in markdown and "needs 72" in markdown
+    write_report(tmp_path, SweepOutcome("pet-1", results=results, summary=summary, failed=failed.iloc[:0]))
     assert "Classifier trials that failed" not in (tmp_path / "report.md").read_text()
+
+
+def test_the_html_report_reads_in_a_browser_at_desktop_and_phone_width(results, tmp_path):
+    """Rendered by a real browser (Debian's chromium, headless): every figure loads from the one file, and on a
+    phone-wide window nothing but the tables' own boxes scrolls sideways. The screenshots are kept to look at."""
+    summary = utility(results, min_patients_per_label=10, draws=200)
+    write_report(tmp_path, SweepOutcome("pet-1", results=results, summary=summary))
+    page = tmp_path / "report.html"
+    probe = tmp_path / "probe.html"  # the report plus a script that writes what the browser measured into the DOM
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    for width in (1280, 390):
+        measured = browser_measures(probe, width)
+        assert measured["images"] and all(w > 0 for w in measured["images"]), measured  # every figure decoded
+        assert measured["scrollWidth"] <= measured["innerWidth"], measured  # no sideways scrolling of the page
+        screenshot(page, width, tmp_path / f"report_{width}.png")
+
+
+PROBE = """<script>window.addEventListener('load', () => { document.body.setAttribute('data-measured', JSON.stringify({
+images: [...document.images].map(i => i.naturalWidth), scrollWidth: document.documentElement.scrollWidth,
+innerWidth: window.innerWidth})); });</script>"""
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no chromium on this machine (.ci/run installs Debian's: apt-get install -y chromium)")
+    return found
+
+
+def browser_measures(page: Path, width: int) -> dict:
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},900",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'data-measured="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def screenshot(page: Path, width: int, out: Path) -> None:
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--window-size={width},2400", f"--screenshot={out}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert out.stat().st_size > 10_000  # a rendered page, not a blank one

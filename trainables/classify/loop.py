@@ -25,7 +25,9 @@ built from real slices only, and the provenance of every training image is check
 training starts.
 
 `fit_classifier(cfg, data, synthetic, report)` runs anywhere: in a Tune trial, a test, or
-`reproduce`. `report(metrics)` is called once per epoch and once at the end. It computes on the
+`reproduce`. `report(metrics)` is called once per epoch and once at the end, with the final
+figures (FINAL_METRICS, FINAL_TAGS) and, under "predictions", the test split's per-slice
+scores, labels and patient codes (what the patient-level statistics need: a file, not metrics). It computes on the
 GPU its trial holds (`cfg["gpus"]`), with every split moved there once and kept there, and in
 bf16 autocast when `cfg["bf16"]`; the final report says which device it ran on.
 """
@@ -48,6 +50,11 @@ from trainables.device import autocast, trial_device
 from trainables.metrics import classification_metrics, degenerate_reason
 
 ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
+# The figures a trial ends with, one number each, and its descriptive strings
+FINAL_METRICS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc", "best_epoch",
+                 "threshold", "train_images", "synthetic_images", "held_out_images", "steps", "samples_seen")
+FINAL_TAGS = ("init", "device", "torch_threads", "degenerate")
+PREDICTIONS = "predictions"  # the final report's per-slice test scores, and the file that holds them
 MAX_ROTATION_DEG = 10.0  # "small rotations" of the classic arm
 REAL, SYNTHETIC, HELD_OUT_REAL = 0, 1, 2  # where a training image came from (`source`)
 
@@ -109,6 +116,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     test = classification_metrics(y_test, test_scores, threshold)
     fpr, tpr, _ = binary_roc(test_scores, y_test)
     degenerate = best["degenerate"] or degenerate_reason(test_scores, test["roc_auc"], "test")
+    confusion = test.pop("confusion_matrix")
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
         "init": classifier.init, "device": str(device), "torch_threads": torch.get_num_threads(),
@@ -116,11 +124,12 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
         "synthetic_images": int((source == SYNTHETIC).sum()), "held_out_images": int((source == HELD_OUT_REAL).sum()),
         "steps": steps, "samples_seen": steps * cfg["batch_size"], "degenerate": degenerate,
         **{f"test_{key}": value for key, value in test.items()},
-        "test_roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-        # per test slice, for the patient-level statistics across arms (patients are integer codes)
-        "test_scores": test_scores.tolist(), "test_labels": y_test.tolist(),
-        "test_patients": np.asarray(data["patients"])[np.asarray(data["split"]) == TEST].tolist(),
         "final": True,  # the last report: test figures (Tune reserves "done")
+        # per test slice, for the patient-level statistics across arms (patients are integer codes)
+        PREDICTIONS: {"scores": test_scores.tolist(), "labels": y_test.tolist(),
+                      "patients": np.asarray(data["patients"])[np.asarray(data["split"]) == TEST].tolist(),
+                      "threshold": threshold, "confusion_matrix": confusion,
+                      "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}},
     }
     report(final)
     return final

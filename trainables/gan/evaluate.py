@@ -23,7 +23,7 @@ from trainables.cohort import HELD_OUT, TRAIN, VAL, num_classes
 from trainables.metrics import (
     extract_features,
     fid_kid_from_features,
-    fid_kid_keys,
+    evaluation_metrics,
     load_fid_extractor,
     ms_ssim_diversity,
     paired_similarity,
@@ -72,7 +72,7 @@ class GanEvaluator:
         """The keys of `evaluate`, every figure NaN: for a run that stopped before it could be
         evaluated. Every report then carries the same metrics (Tune's schedulers require it),
         and NaN ranks below any real figure."""
-        keys = ("ssim", "psnr", "mse", *fid_kid_keys(self.extractor), "ms_ssim")
+        keys = [m.key for m in evaluation_metrics(self.extractor.name)]
         return {**dict.fromkeys(keys, math.nan), "fid_weights_sha256": self.extractor.weights_sha256}
 
     def save_sample_grid(self, generator: nn.Module, path: Path) -> None:

@@ -41,6 +41,10 @@ from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient
 from trainables.gan.models import build_gan, ema_update
 from trainables.gan.replay import ReplayBuffer
 
+# What every report of `fit` holds besides the evaluation's figures (trainables.metrics.EVAL_METRICS)
+TRAINING_METRICS = ("epoch", "loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged",
+                    "resumed_from")
+
 Report = Callable[[dict, Path | None], None]  # metrics, and the checkpoint folder (None: no checkpoint)
 
 

@@ -24,13 +24,14 @@ def synthetic(smoke_arrays) -> dict:
 def test_test_metrics_match_scikit_learn_on_the_same_predictions(smoke_arrays):
     reports = []
     final = fit_classifier(recipe(), smoke_arrays, None, reports.append)
-    y, scores = np.array(final["test_labels"]), np.array(final["test_scores"])
+    predictions = final["predictions"]
+    y, scores = np.array(predictions["labels"]), np.array(predictions["scores"])
     predicted = (scores >= final["threshold"]).astype(int)
     assert final["test_accuracy"] == pytest.approx(accuracy_score(y, predicted))
     assert final["test_sensitivity"] == pytest.approx(recall_score(y, predicted, pos_label=1))
     assert final["test_specificity"] == pytest.approx(recall_score(y, predicted, pos_label=0))
     assert final["test_roc_auc"] == pytest.approx(roc_auc_score(y, scores))
-    assert final["test_confusion_matrix"] == confusion_matrix(y, predicted).tolist()
+    assert predictions["confusion_matrix"] == confusion_matrix(y, predicted).tolist()
     assert len(y) == int((smoke_arrays["split"] == TEST).sum())
     # one report per epoch run, then the final one
     assert [r["epoch"] for r in reports[:-1]] == list(range(1, len(reports)))
@@ -41,7 +42,7 @@ def test_the_bf16_path_runs_on_the_cpu_and_the_device_is_reported(smoke_arrays):
     """What a GPU trial runs (bf16 autocast), here on the CPU: a dtype error shows up in CI, not on a GPU."""
     final = fit_classifier(recipe(bf16=True, epochs=1, gpus=0), smoke_arrays, None, lambda m: None)
     assert final["device"] == "cpu" and 0.0 <= final["test_roc_auc"] <= 1.0
-    assert all(isinstance(v, float) for v in final["test_scores"])
+    assert all(isinstance(v, float) for v in final["predictions"]["scores"])
 
 
 def test_same_seed_same_numbers_on_cpu(smoke_arrays):
@@ -59,7 +60,7 @@ def test_synthetic_images_enter_training_only_at_the_asked_ratio(smoke_arrays, s
     final = fit_classifier(recipe(arm="synthetic", epochs=1), smoke_arrays, synthetic, lambda m: None)
     assert final["synthetic_images"] == round(0.5 * n_train)
     # the test set is the real test split, whatever the arm
-    assert len(final["test_labels"]) == int((smoke_arrays["split"] == TEST).sum())
+    assert len(final["predictions"]["labels"]) == int((smoke_arrays["split"] == TEST).sum())
 
 
 def test_train_synthetic_test_real_uses_no_real_training_image(smoke_arrays, synthetic):

@@ -1,0 +1,137 @@
+"""Every figure a sweep draws: for the report, the trials' MLflow runs and the synthetic sets' folders.
+
+Files only (matplotlib's Agg backend, no display). Each function takes plain numbers and a path.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+LABELS = ("benign", "malignant")
+ARM_COLOURS = {"synthetic": "tab:blue", "oracle": "tab:green", "classic": "tab:orange", "permuted": "tab:purple",
+               "tstr": "tab:brown"}
+DEGENERATE_COLOUR = "#bbbbbb"
+
+
+def plot_confusion(matrix, path: Path) -> None:
+    """[[tn, fp], [fn, tp]] as a labelled 2 x 2 image."""
+    fig, ax = plt.subplots(figsize=(3.2, 3))
+    ax.imshow(np.asarray(matrix), cmap="Blues")
+    for (i, j), count in np.ndenumerate(np.asarray(matrix)):
+        ax.text(j, i, str(count), ha="center", va="center")
+    ax.set_xticks([0, 1], LABELS)
+    ax.set_yticks([0, 1], LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    _save(fig, path)
+
+
+def plot_roc(curves: dict[str, dict], path: Path) -> None:
+    """One ROC curve per label: {"label": {"fpr": [...], "tpr": [...]}}."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for label, curve in curves.items():
+        ax.plot(curve["fpr"], curve["tpr"], label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
+    """Nearest-training-image correlation of synthetic images beside the real-to-real one."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    bins = np.linspace(min(min(synthetic_r), min(real_r)), 1, 30)
+    ax.hist(real_r, bins=bins, alpha=0.6, density=True, label="real → nearest other-patient real")
+    ax.hist(synthetic_r, bins=bins, alpha=0.6, density=True, label="synthetic → nearest training")
+    ax.axvline(threshold, color="red", linestyle="--", label=f"flag above r = {threshold:.3f}")
+    ax.set_xlabel("normalised correlation r")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str = "") -> None:
+    """Labelled rows of grey images in [0, 1] ([N, S, S] each, up to the widest row's N), drawn large
+    with square pixels (nearest neighbour): 32 px slices are otherwise too small to read."""
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.4, 1.1 * len(rows) + 0.4),
+                             squeeze=False)
+    for (name, images), row in zip(rows, axes):
+        for i, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if i < len(images):
+                ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=1.3 / (1.1 * columns + 1.4), right=0.99, wspace=0.05, hspace=0.08)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str, path: Path) -> None:
+    """Stage 1 over training: each trial's validation FID (the real-vs-real floor dashed) and SSIM by
+    epoch. `curves`: {"label", "epoch", fid_key, "ssim", "status"}; a trial the scheduler stopped is
+    drawn dashed and ends in an x, a failed or diverged one dotted."""
+    fig, (ax_fid, ax_ssim) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, curve in enumerate(curves):
+        style = {"completed": "-", "stopped early": "--"}.get(curve["status"], ":")
+        colour = f"C{i % 10}"
+        label = curve["label"] + ("" if curve["status"] == "completed" else f" ({curve['status']})")
+        for ax, key in ((ax_fid, fid_key), (ax_ssim, "ssim")):
+            epochs, values = np.asarray(curve["epoch"], float), np.asarray(curve.get(key, []), float)
+            if len(values) == 0:
+                continue
+            ax.plot(epochs, values, style, color=colour, marker=".", label=label if ax is ax_fid else None)
+            if curve["status"] != "completed":
+                ax.plot(epochs[-1:], values[-1:], "x", color=colour, markersize=9)
+    if floor is not None and math.isfinite(floor):
+        ax_fid.axhline(floor, color="black", linestyle="--", linewidth=1, label=f"real-vs-real floor {floor:.1f}")
+    ax_fid.set(xlabel="epoch", ylabel=f"{fid_key} (validation; lower is better)")
+    ax_ssim.set(xlabel="epoch", ylabel="SSIM (validation; higher is better)")
+    ax_fid.set_ylim(bottom=0)
+    ax_fid.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_forest(rows: list[dict], path: Path) -> None:
+    """Each classifier x arm's difference to real only, with its interval: Δ AUC and Δ sensitivity side by
+    side. `rows`: {"label", "arm", "degenerate", "claimed", "Δ AUC": (value, low, high), "Δ sensitivity": ...};
+    degenerate rows grey (no interval is interpreted), rows that survive Holm marked with *."""
+    keys = ("Δ AUC", "Δ sensitivity")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.2), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, key in zip(axes, keys):
+        for row, at in zip(rows, y):
+            value, low, high = row[key]
+            colour = DEGENERATE_COLOUR if row["degenerate"] else ARM_COLOURS.get(row["arm"], "black")
+            if math.isfinite(low) and math.isfinite(high):
+                ax.plot([low, high], [at, at], color=colour, linewidth=2)
+            if math.isfinite(value):
+                ax.plot([value], [at], "o", color=colour, markersize=5)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"{key} against real only (95 % interval)")
+        ax.grid(axis="x", alpha=0.3)
+    names = [row["label"] + (" (degenerate)" if row["degenerate"] else "") + (" *" if row["claimed"] else "")
+             for row in rows]
+    axes[0].set_yticks(y, names, fontsize=8)
+    for tick, row in zip(axes[0].get_yticklabels(), rows):
+        if row["degenerate"]:
+            tick.set_color("grey")
+    axes[0].set_ylim(-0.7, len(rows) - 0.3)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
