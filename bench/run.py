@@ -2,7 +2,8 @@
 measured in the same run, printed and written to bench/results.md with the machine description.
 
 Benchmarks (the numbers are issue 8's list): overhead, packing, data, metrics, search, gpu; and
-issue 14's: gan_budget (GAN learning per CPU minute), laptop (the default command end to end).
+issue 14's: gan_budget (GAN learning per CPU minute), classifier_step (stage 3's cost per classifier),
+laptop (the default command end to end).
 `--quick` shrinks each to a smoke check of the benchmark itself (minutes); its figures are
 not the ones to quote.
 """
@@ -18,7 +19,7 @@ from bench.common import REPO, machine
 
 BENCHMARKS = {"overhead": "bench.overhead", "packing": "bench.packing", "data": "bench.data_path",
               "metrics": "bench.metric_cost", "search": "bench.search_efficiency", "gan_budget": "bench.gan_budget",
-              "laptop": "bench.laptop", "gpu": "bench.gpu"}
+              "classifier_step": "bench.classifier_step", "laptop": "bench.laptop", "gpu": "bench.gpu"}
 
 
 def main(argv: list[str] | None = None) -> int:

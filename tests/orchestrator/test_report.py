@@ -4,8 +4,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 from orchestrator.report import SweepOutcome, conclusions, findings, utility_table, write_report
 from orchestrator.statistics import utility
+from browser import rendered_dom, screenshot
 
 
 def trial(arm_id: str, seed: int, scores, labels, patients, degenerate: str = "") -> dict:
@@ -122,7 +121,7 @@ def test_the_html_report_reads_in_a_browser_at_desktop_and_phone_width(results, 
         measured = browser_measures(probe, width)
         assert measured["images"] and all(w > 0 for w in measured["images"]), measured  # every figure decoded
         assert measured["scrollWidth"] <= measured["innerWidth"], measured  # no sideways scrolling of the page
-        screenshot(page, width, tmp_path / f"report_{width}.png")
+        screenshot(page.as_uri(), width, 2400, tmp_path / f"report_{width}.png")
 
 
 PROBE = """<script>window.addEventListener('load', () => { document.body.setAttribute('data-measured', JSON.stringify({
@@ -130,24 +129,7 @@ images: [...document.images].map(i => i.naturalWidth), scrollWidth: document.doc
 innerWidth: window.innerWidth})); });</script>"""
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("no chromium on this machine (.ci/run installs Debian's: apt-get install -y chromium)")
-    return found
-
-
 def browser_measures(page: Path, width: int) -> dict:
-    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},900",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    found = re.search(r'data-measured="([^"]*)"', dom)
+    found = re.search(r'data-measured="([^"]*)"', dom := rendered_dom(page.as_uri(), width))
     assert found, dom[-2000:]
     return json.loads(html.unescape(found.group(1)))
-
-
-def screenshot(page: Path, width: int, out: Path) -> None:
-    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--window-size={width},2400", f"--screenshot={out}", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    assert out.stat().st_size > 10_000  # a rendered page, not a blank one

@@ -51,8 +51,8 @@ def build_classifier(name: str, weights: str = "") -> Classifier:
 def vgg16(weights: str) -> nn.Module:
     model = _timm("vgg16", weights)
     # timm's head is a 7x7 conv (512 -> 4096, 103 M weights) then a 1x1 conv, each seeing an input
-    # of exactly its kernel's size: a matrix product that oneDNN's conv backward computed 3.4x
-    # slower (a 7.5 s step at 32 px on one thread instead of 2.2 s: bench/results.md).
+    # of exactly its kernel's size: a matrix product that oneDNN's conv backward computes several
+    # times slower (`python -m bench.classifier_step`; figures in bench/results.md).
     for name in ("fc1", "fc2"):
         setattr(model.pre_logits, name, FullFieldConv2d.of(getattr(model.pre_logits, name)))
     return model
