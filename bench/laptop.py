@@ -38,6 +38,10 @@ def measure(quick: bool, out: Path | None = None) -> Section:
         done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", *args], cwd=REPO, capture_output=True,
                               text=True)
         wall = time.perf_counter() - started
+        if out is not None:  # the whole output, to read when something went wrong
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "sweep_stdout.txt").write_text(done.stdout)
+            (out / "sweep_stderr.txt").write_text(done.stderr)
         if done.returncode != 0:
             raise RuntimeError(f"the sweep failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         client = MlflowClient(f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")

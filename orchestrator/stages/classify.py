@@ -26,6 +26,7 @@ from orchestrator.report import conclusions, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
 from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
+from trainables.classify.models import training_memory_bytes
 
 PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
 
@@ -136,16 +137,24 @@ def trial_resources(c) -> dict:
     return {"cpu": c.cpus_per_trial, "gpu": c.gpus_per_trial or 0.0}
 
 
+def resources_by_classifier(c) -> dict[str, tune.PlacementGroupFactory]:
+    """Each classifier's trial request: `trial_resources` plus the host memory its training takes
+    (`training_memory_bytes`), so Ray packs no more trials on a node than its memory holds."""
+    request = {key.upper(): value for key, value in trial_resources(c).items() if value}
+    return {name: tune.PlacementGroupFactory([{**request, "memory": training_memory_bytes(name)}])
+            for name in dict.fromkeys([*c.classifiers, c.tstr_classifier])}
+
+
 def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, callbacks: list,
                 resume: bool) -> tune.Tuner:
     c = cfg.classify
     grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
     param_space = {**{k: getattr(c, k) for k in RECIPE_KEYS}, "weights": dict(c.weights),
                    "epochs_per_classifier": dict(c.epochs_per_classifier), **grid}
-    resources = trial_resources(c)
-    param_space["gpus"] = resources["gpu"]  # what the trial holds: it computes there or fails (trainables/device.py)
-    trainable = tune.with_resources(
-        tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs), resources)
+    param_space["gpus"] = trial_resources(c)["gpu"]  # what the trial holds: it computes there or fails
+    requests = resources_by_classifier(c)
+    trainable = tune.with_resources(tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs),
+                                    lambda config: requests[config["cell"]["classifier"]])
     if resume and tune.Tuner.can_restore(f"{sweep_path}/{EXPERIMENT}"):
         return tune.Tuner.restore(f"{sweep_path}/{EXPERIMENT}", trainable=trainable, param_space=param_space,
                                   resume_unfinished=True, resume_errored=True)

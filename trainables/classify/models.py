@@ -47,6 +47,23 @@ def build_classifier(name: str, weights: str = "") -> Classifier:
     return Classifier(model, f"pretrained:{Path(weights).name}" if weights else "random")
 
 
+# What a CPU trial holds besides its parameters: the process with torch, timm and ultralytics
+# imported, the cohort, activations at the laptop's size (VGG-16 trials peaked near 5 GB at 32 px).
+TRIAL_BASE_BYTES = 3 * 2**29
+# Copies of the parameters a trial holds: weights, gradients, AdamW's two moments, the best epoch's
+# state, and oneDNN's reordered weights.
+PARAMETER_COPIES = 6
+
+
+def training_memory_bytes(name: str) -> int:
+    """Host memory one training trial of classifier `name` takes at most, roughly: what a scheduler
+    reserves so that trials packed on one machine do not run it out of memory (four VGG-16 trials at
+    once did, on 24 GB). Counted on the meta device: nothing is allocated or initialised."""
+    with torch.device("meta"):
+        model = CLASSIFIER_REGISTRY[name]("")
+    return TRIAL_BASE_BYTES + PARAMETER_COPIES * 4 * sum(p.numel() for p in model.parameters())
+
+
 @register_classifier("vgg16")
 def vgg16(weights: str) -> nn.Module:
     model = _timm("vgg16", weights)
