@@ -201,21 +201,22 @@ def utility_findings(summary: Utility) -> list[str]:
 
 def oracle_bracket(classifier: str, arms: list) -> list[str]:
     """Where each synthetic arm sits between real only and the oracle at the same ratio, when the
-    oracle shows this test split can detect a gain; otherwise that it cannot."""
-    lines = []
+    oracle shows this test split can detect a gain; otherwise (one line) that it cannot."""
+    lines, undetectable = [], []
     for oracle in (a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate):
         ratio = oracle.arm_id.split(":")[1]
         gain = oracle.deltas["roc_auc"]
         if not gain.low > 0:
-            lines.append(f"{classifier}: the oracle at {ratio}x (more real patients) gains {_signed(gain)}, an interval "
-                         "that reaches zero: this test split cannot show a gain of that size, from synthetic images "
-                         "or otherwise.")
+            undetectable.append(f"{_signed(gain)} at {ratio}x")
             continue
         for synthetic in (a for a in arms if a.arm_id.startswith("synthetic:") and a.arm_id.endswith(f":{ratio}")
                           and not a.degenerate):
             share = synthetic.deltas["roc_auc"].value / gain.value
             lines.append(f"{classifier}: {synthetic.arm_id} recovers {share:.0%} of the oracle's gain at {ratio}x "
                          f"({_signed(synthetic.deltas['roc_auc'])} against {_signed(gain)}).")
+    if undetectable:
+        lines.append(f"{classifier}: the oracle (more real patients) gains {'; '.join(undetectable)}, reaching zero: "
+                     "this test split cannot show a gain of that size, from synthetic images or otherwise.")
     return lines
 
 
