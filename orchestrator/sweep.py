@@ -250,7 +250,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
 
     from orchestrator.report import SweepOutcome, write_report
     from orchestrator.stages import StageContext, stage_runner
-    from orchestrator.tracking import SweepTracker, cohort_dataset
+    from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
 
     start_ray(args.address)
     plan.config = resolve_resources(plan.config)  # once; a resumed sweep's record holds them already
@@ -302,8 +302,12 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
 
     print(f"sweep {sweep_id} done in {sum(clock.laps.values()):.0f} s ({clock.summary()})")
     print(f"report:     {out_dir / 'report.html'} (open in a browser; report.md beside it)")
-    hint = f"; open with `mlflow ui --backend-store-uri {tracking_uri}`" if tracking_uri.startswith("sqlite") else ""
-    print(f"MLflow:     {tracking_uri} (experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}){hint}")
+    if tracking_uri.startswith("http"):
+        where = runs_page(tracking_uri, tracker.experiment_id)
+    else:
+        where = (f"`mlflow ui --backend-store-uri {tracking_uri}`, then "
+                 + runs_page("http://127.0.0.1:5000", tracker.experiment_id))
+    print(f"MLflow:     {tracking_uri}, experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}; the runs: {where}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
     if unlogged:
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "

@@ -37,6 +37,12 @@ TRIAL_CONFIG = "trial_config.json"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI at `server`. MLflow 3's UI opens in its GenAI mode
+    (traces) whatever the experiment's kind tag says; `workflowType` is the switch to model training."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def default_tracking_uri(runs_dir: Path) -> str:
     """A SQLite store under runs/: works on a fresh machine, `mlflow ui --backend-store-uri` opens it."""
     return f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"

@@ -16,6 +16,8 @@ import torch
 from orchestrator.data.phantom import make_patients
 from orchestrator.reproduce import main as reproduce_main
 from orchestrator.sweep import main as sweep_main
+from orchestrator.tracking import runs_page
+from browser import rendered_dom, screenshot
 from sweeps import EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_runs, wait_for
 
 
@@ -55,7 +57,8 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     rows = list(csv.DictReader((tmp_path / "runs" / sweep_id / "gan_ranking.csv").open()))
     assert len(rows) == 4
     assert [float(r["ssim"]) for r in rows] == sorted((float(r["ssim"]) for r in rows), reverse=True)
-    assert "best per architecture" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best per architecture" in out
 
     # the best generator of each architecture is a registered model that samples, linked to its trial's run
     mlflow.set_tracking_uri(mlflow_server)
@@ -69,6 +72,18 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/latest")
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+    # the MLflow UI, as the sweep's printed link opens it: the runs table, the sweep's parent run first with an
+    # expander, its trials nested under it (counted among the matching runs, not shown as rows of their own)
+    page = runs_page(mlflow_server, parent.info.experiment_id)
+    assert page in out
+    dom = rendered_dom(page, 1400, wait_ms=30000)
+    row = dom.index(f">{parent.info.run_name}<")
+    assert "runnamecellrenderer" in dom[row - 2000:row]  # the parent row's expand button
+    total = len(client.search_runs([parent.info.experiment_id]))
+    assert f"<strong>{total}</strong> matching runs" in dom
+    assert not any(f">{child.info.run_name}<" in dom for child in children)  # nested: collapsed under the parent
+    screenshot(page, 1400, 900, tmp_path / "mlflow_runs.png", wait_ms=30000)
 
     # no patient identifier reaches MLflow
     recorded = str([(r.data.params, r.data.tags) for r in parents + children])
