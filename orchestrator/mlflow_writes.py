@@ -204,6 +204,8 @@ class Writes:
         import torch
         from mlflow.models import ModelSignature
 
+        if self.client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'"):
+            return  # registered by this run already (a resumed sweep): not a second version
         model = torch.load(path, weights_only=False)
         status = self.client.get_run(run_id).info.status
         mlflow.set_tracking_uri(self.tracking_uri)  # the fluent API logs models; it is told where, every time

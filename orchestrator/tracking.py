@@ -26,8 +26,8 @@ from orchestrator.mlflow_writes import Writes
 from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.stages.classify import read_predictions
 from orchestrator.storage import checkpoint_uri, read_file
-from trainables.gan.checkpoint import GRID_FILE
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS
+from trainables.gan.checkpoint import GRID_FILE
 from trainables.gan.loop import TRAINING_METRICS
 from trainables.metrics import EVAL_METRICS
 
@@ -294,12 +294,12 @@ class ClassifierTrialLogger(ChildRunLogger):
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
 GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
-# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, tokens); with it, on
-# the runs table, where a model-training sweep's trials are.
+RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view
+# Marks the experiment as model training for MLflow's UI (3.17 still opens in GenAI mode unless the link
+# says otherwise: runs_page).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
-RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 
 
 def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:

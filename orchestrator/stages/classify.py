@@ -6,9 +6,10 @@ synthetic set and mixing ratio; `permuted:<set>:<ratio>`, the set at the largest
 its labels shuffled (a negative control); `oracle:<ratio>` when `data.train_fraction` < 1, real
 slices of the held-out training patients at each ratio (what a perfect generator could give);
 and `tstr:<set>`, the train-synthetic-test-real proxy, for one small classifier. Every arm of a
-classifier trains for the same number of optimiser steps (`trainables.classify.loop`). Each trial runs `trainables.classify.loop.fit_classifier`, with the same
-recipe for every arm, in its own process with resources from config (fractional GPUs
-allowed, so small trials share one).
+classifier trains for the same number of optimiser steps (`trainables.classify.loop`). Each
+trial runs `trainables.classify.loop.fit_classifier`, with the same recipe for every arm, in
+its own process with resources from config (fractional GPUs allowed, so small trials share
+one) and the host memory its classifier's training takes.
 """
 from __future__ import annotations
 
@@ -28,10 +29,9 @@ from orchestrator.statistics import Utility, utility
 from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
 
-PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
-
 EXPERIMENT = "classify"
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "bf16")
+PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
 
 
 @dataclass(frozen=True)

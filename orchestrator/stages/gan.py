@@ -169,8 +169,8 @@ def validation_curves(results: tune.ResultGrid, searched: tuple[str, ...] = ()) 
             status = "stopped early"
         else:
             status = "completed"
-        settings = " ".join(f"{k}={result.config[k]!r}" if isinstance(result.config[k], str)
-                            else f"{k}={result.config[k]:.3g}" for k in searched if k != "arch")
+        settings = " ".join(f"{k}={result.config[k]:.3g}" if isinstance(result.config[k], float)
+                            else f"{k}={result.config[k]!r}" for k in searched if k != "arch")
         label = f"{result.config['arch']} {last.get('trial_id', '')} {settings}".strip()
         curves.append({"label": label, "status": status,
                        **{k: history[k].tolist() for k in history if k == "epoch" or k in EVAL_METRICS}})

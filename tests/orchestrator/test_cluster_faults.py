@@ -99,5 +99,8 @@ def test_training_goes_on_while_mlflow_is_away_and_the_record_is_completed_when_
     assert parent.info.status == "FINISHED" and child.info.status == "FINISHED"
     # what was recorded before the outage is still there, and nothing was written twice
     assert steps(client, child.info.run_id, "epoch") == list(range(1, epochs + 1))
-    assert len(client.list_artifacts(child.info.run_id, "samples")) == epochs
+    grids = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(int(path.split("+")[2]) for path in grids) == list(range(1, epochs + 1))  # one per epoch (step)
+    # the dataset inputs, made while the server may have been away, are there too
+    assert child.inputs.dataset_inputs and parent.inputs.dataset_inputs
     assert "best_checkpoint/state.pt" in {a.path for a in client.list_artifacts(child.info.run_id, "best_checkpoint")}

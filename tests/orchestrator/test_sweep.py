@@ -66,10 +66,10 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     for row in rows:
         best.setdefault(row["arch"], row)
     for arch, row in best.items():
-        (version,) = client.search_model_versions(f"name = 'medgan-pet-{arch}'")
         (trial_run,) = [c for c in children if c.data.tags["medgan.trial_id"] == row["trial_id"]]
-        assert version.run_id == trial_run.info.run_id
-        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/latest")
+        # other tests' sweeps register under the same names on this shared server: this sweep's version
+        (version,) = client.search_model_versions(f"name = 'medgan-pet-{arch}' and run_id = '{trial_run.info.run_id}'")
+        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/{version.version}")
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
