@@ -73,8 +73,14 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
-    # the MLflow UI, as the sweep's printed link opens it: the runs table, the sweep's parent run first with an
-    # expander, its trials nested under it (counted among the matching runs, not shown as rows of their own)
+    # no patient identifier reaches MLflow
+    recorded = str([(r.data.params, r.data.tags) for r in parents + children])
+    for patient in make_patients(30, 0):
+        assert patient.patient_id not in recorded and patient.name not in recorded
+
+    # last, as it skips without chromium: the MLflow UI as the sweep's printed link opens it. The runs table,
+    # the sweep's parent run first with an expander, its trials nested under it (counted among the matching
+    # runs, not shown as rows of their own)
     page = runs_page(mlflow_server, parent.info.experiment_id)
     assert page in out
     dom = rendered_dom(page, 1400, wait_ms=30000)
@@ -84,11 +90,6 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     assert f"<strong>{total}</strong> matching runs" in dom
     assert not any(f">{child.info.run_name}<" in dom for child in children)  # nested: collapsed under the parent
     screenshot(page, 1400, 900, tmp_path / "mlflow_runs.png", wait_ms=30000)
-
-    # no patient identifier reaches MLflow
-    recorded = str([(r.data.params, r.data.tags) for r in parents + children])
-    for patient in make_patients(30, 0):
-        assert patient.patient_id not in recorded and patient.name not in recorded
 
 
 @pytest.mark.slow
