@@ -32,9 +32,10 @@ def plot_confusion(matrix, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_roc(curves: dict[str, dict], path: Path) -> None:
-    """One ROC curve per label: {"label": {"fpr": [...], "tpr": [...]}}."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+def plot_roc(curves: dict[str, dict], path: Path, title: str = "") -> None:
+    """One ROC curve per label: {"label": {"fpr": [...], "tpr": [...]}}; `title`: what the curves rest on."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.8))
+    ax.set_title(title, fontsize=8, wrap=True)
     for label, curve in curves.items():
         ax.plot(curve["fpr"], curve["tpr"], label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
@@ -46,7 +47,8 @@ def plot_roc(curves: dict[str, dict], path: Path) -> None:
 
 def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
     """Nearest-training-image correlation of synthetic images beside the real-to-real one."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.set_title(f"{len(synthetic_r)} generated images, {len(real_r)} real training slices", fontsize=8)
     bins = np.linspace(min(min(synthetic_r), min(real_r)), 1, 30)
     ax.hist(real_r, bins=bins, alpha=0.6, density=True, label="real → nearest other-patient real")
     ax.hist(synthetic_r, bins=bins, alpha=0.6, density=True, label="synthetic → nearest training")
@@ -60,8 +62,8 @@ def plot_image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str =
     """Labelled rows of grey images in [0, 1] ([N, S, S] each, up to the widest row's N), drawn large
     with square pixels (nearest neighbour): 32 px slices are otherwise too small to read."""
     columns = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.4, 1.1 * len(rows) + 0.4),
-                             squeeze=False)
+    width, height = 1.1 * columns + 1.7, 1.1 * len(rows) + (0.7 if title else 0.3)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(width, height), squeeze=False)
     for (name, images), row in zip(rows, axes):
         for i, ax in enumerate(row):
             ax.set_xticks([])
@@ -72,17 +74,19 @@ def plot_image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str =
                 ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=1.3 / (1.1 * columns + 1.4), right=0.99, wspace=0.05, hspace=0.08)
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=1.6 / width, right=0.99, bottom=0.1 / height, top=1 - (0.5 if title else 0.1) / height,
+                        wspace=0.05, hspace=0.08)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str, path: Path) -> None:
+def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str, path: Path, title: str) -> None:
     """Stage 1 over training: each trial's validation FID (the real-vs-real floor dashed) and SSIM by
     epoch. `curves`: {"label", "epoch", fid_key, "ssim", "status"}; a trial the scheduler stopped is
-    drawn dashed and ends in an x, a failed or diverged one dotted."""
-    fig, (ax_fid, ax_ssim) = plt.subplots(1, 2, figsize=(10, 3.6))
+    drawn dashed and ends in an x, a failed or diverged one dotted. `title`: what each point rests on."""
+    fig, (ax_fid, ax_ssim) = plt.subplots(1, 2, figsize=(10, 3.9))
+    fig.suptitle(title, fontsize=9)
     for i, curve in enumerate(curves):
         style = {"completed": "-", "stopped early": "--"}.get(curve["status"], ":")
         colour = f"C{i % 10}"
@@ -103,12 +107,14 @@ def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str
     _save(fig, path)
 
 
-def plot_forest(rows: list[dict], path: Path) -> None:
+def plot_forest(rows: list[dict], path: Path, title: str) -> None:
     """Each classifier x arm's difference to real only, with its interval: Δ AUC and Δ sensitivity side by
     side. `rows`: {"label", "arm", "degenerate", "claimed", "Δ AUC": (value, low, high), "Δ sensitivity": ...};
-    degenerate rows grey (no interval is interpreted), rows that survive Holm marked with *."""
+    degenerate rows grey (no interval is interpreted), rows that survive Holm marked with *. `title`: what
+    the intervals rest on (test patients, slices, seeds)."""
     keys = ("Δ AUC", "Δ sensitivity")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.5), sharey=True)
+    fig.suptitle(title, fontsize=9)
     y = np.arange(len(rows))[::-1]
     for ax, key in zip(axes, keys):
         for row, at in zip(rows, y):

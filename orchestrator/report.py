@@ -114,19 +114,26 @@ class SweepOutcome:
     failed: pd.DataFrame | None = None  # stage 3 trials without test figures, with their reason
     test_note: str = ""
     caveats: list[str] = field(default_factory=list)  # train fraction, shortened schedules
+    evaluation: str = ""  # what each stage-1 validation figure rests on (images, patients, slices)
 
     @classmethod
-    def of(cls, sweep_id: str, stage_results: dict, floor: dict, test_note: str, caveats: list[str]) -> SweepOutcome:
+    def of(cls, sweep_id: str, stage_results: dict, floor: dict, test_note: str, caveats: list[str],
+           evaluation: str) -> SweepOutcome:
         """From what each stage's `run` returned ({stage name: result}, the stages that ran)."""
         gan, sets, utility = (stage_results.get(name) for name in ("gan", "synth", "classify"))
         return cls(sweep_id, gan.table if gan else None, gan.curves if gan is not None else [], floor, sets or [],
                    utility.results if utility else None, utility.summary if utility is not None else None,
-                   utility.failed if utility is not None else None, test_note, caveats)
+                   utility.failed if utility is not None else None, test_note, caveats, evaluation)
 
     def best_generators(self) -> pd.DataFrame | None:
         if self.gan_table is None or not len(self.gan_table):
             return None
-        return self.gan_table.groupby("arch", sort=False).head(1).reset_index(drop=True)
+        return best_per_architecture(self.gan_table)
+
+
+def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Tables 1-2: the best checkpoint of each architecture (the table is sorted best first)."""
+    return table.groupby("arch", sort=False).head(1).reset_index(drop=True)
 
 
 def findings(outcome: SweepOutcome) -> list[str]:
@@ -239,6 +246,12 @@ def forest_rows(summary: Utility) -> list[dict]:
             for a in summary.arms if a.deltas]
 
 
+def seed_counts(summary: Utility) -> str:
+    """'3 seeds', or '2-3 seeds' where some trials failed."""
+    counts = sorted({len(a.seeds) for a in summary.arms})
+    return f"{counts[0]} seed{'s' * (counts[-1] > 1)}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
+
+
 def degenerate_trials(results: pd.DataFrame) -> pd.DataFrame:
     """The trials that carry no figure worth reading, grouped by classifier, arm and reason."""
     bad = results[results.degenerate.astype(bool)]
@@ -288,7 +301,8 @@ def gan_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> list[
     if outcome.curves:
         fid_key = fid_key_in({k for c in outcome.curves for k in c}) or "fid"
         path = out_dir / "gan_curves.png"
-        plot_validation_curves(outcome.curves, outcome.floor.get(f"{fid_key}_floor"), fid_key, path)
+        plot_validation_curves(outcome.curves, outcome.floor.get(f"{fid_key}_floor"), fid_key, path,
+                               f"each point: {outcome.evaluation}" if outcome.evaluation else "")
         files.append(path)
         blocks += [("h3", "Validation metrics over training, per trial"), ("image", path.name),
                    ("p", "Dashed and ending in x: stopped early by the scheduler (ASHA); dotted: failed or diverged.")]
@@ -306,7 +320,7 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
     rows = forest_rows(summary)
     if rows:
         path = out_dir / "forest.png"
-        plot_forest(rows, path)
+        plot_forest(rows, path, f"{summary.cases.describe()}; {seed_counts(summary)} per arm")
         files.append(path)
         blocks += [("h3", "Each arm against real only"), ("image", path.name),
                    ("p", "Points: the seed mean on the whole test split; bars: 95 % patient-bootstrap intervals. "
@@ -324,7 +338,8 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
     first_seed = results[results.seed == results.seed.min()]
     for classifier, group in first_seed.groupby("classifier", sort=False):
         path = out_dir / f"roc_{classifier}.png"
-        plot_roc({row.arm_id: row.test_roc for row in group.itertuples()}, path)
+        plot_roc({row.arm_id: row.test_roc for row in group.itertuples()}, path,
+                 f"seed {int(group.seed.iloc[0])}; {summary.cases.describe()}")
         files.append(path)
         blocks += [("h3", f"ROC, {classifier} (seed {int(group.seed.iloc[0])})"), ("image", path.name)]
     return blocks

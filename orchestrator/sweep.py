@@ -285,7 +285,8 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
             clock.lap(name)
             if not previous:  # nothing for the next stage to work on
                 break
-        outcome = SweepOutcome.of(sweep_id, stage_results, floor, TEST_NOTE, caveats(cfg, arrays))
+        outcome = SweepOutcome.of(sweep_id, stage_results, floor, TEST_NOTE, caveats(cfg, arrays),
+                                  evaluation_note(cfg, arrays))
         for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
         for s in outcome.sets:  # the grids the Markdown report shows, at the same relative paths
@@ -320,19 +321,31 @@ TEST_NOTE = ("Every figure below is on the real test split, which no model or ch
              "thresholds were fixed on validation. Synthetic images enter training only.")
 
 
+def split_size(arrays: dict, code: int) -> str:
+    """'20 patients, 40 slices': the size of one split of the cohort."""
+    where = np.asarray(arrays["split"]) == code
+    return f"{len(np.unique(np.asarray(arrays['patients'])[where]))} patients, {int(where.sum())} slices"
+
+
+def evaluation_note(cfg: Config, arrays: dict) -> str:
+    """What each stage-1 validation figure rests on."""
+    from trainables.cohort import VAL
+
+    return (f"{cfg.gan.eval_images} generated images against the validation split ({split_size(arrays, VAL)}) "
+            f"at {cfg.data.size} px")
+
+
 def caveats(cfg: Config, arrays: dict) -> list[str]:
     """What the findings rest on that a reader could miss: scarce data by design, coarse FID, short schedules."""
     from orchestrator.stages.classify import schedule_note
     from trainables.cohort import TRAIN
 
-    train = np.asarray(arrays["split"]) == TRAIN
-    lines = [f"FID and SSIM come from {cfg.gan.eval_images} generated images against the validation split at "
-             f"{cfg.data.size} px: compare an FID with its floor, not with published figures."]
+    lines = [f"FID and SSIM come from {evaluation_note(cfg, arrays)}: compare an FID with its floor, not with "
+             "published figures."]
     if cfg.data.train_fraction < 1:
         lines.append(f"Scarce data by design (data.train_fraction {cfg.data.train_fraction:g}): every GAN and "
-                     f"classifier trains on {len(np.unique(np.asarray(arrays['patients'])[train]))} patients "
-                     f"({int(train.sum())} slices); the other training patients are held out of all training and "
-                     "feed only the oracle arm.")
+                     f"classifier trains on {split_size(arrays, TRAIN)}; the other training patients are held "
+                     "out of all training and feed only the oracle arm.")
     note = schedule_note(cfg.classify).strip()
     return lines + ([note] if note else [])
 

@@ -21,7 +21,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.config import Config
-from orchestrator.report import markdown_table
+from orchestrator.report import best_per_architecture, markdown_table
 from orchestrator.search import make_scheduler, make_searcher, metric_mode, to_tune_space
 from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri
@@ -188,11 +188,6 @@ def with_floor(table: pd.DataFrame, floor: dict) -> pd.DataFrame:
     if fid and f"{fid}_floor" in table:
         table.insert(table.columns.get_loc(f"{fid}_floor") + 1, f"{fid}_minus_floor", table[fid] - table[f"{fid}_floor"])
     return table
-
-
-def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Tables 1-2: the best checkpoint of each architecture (the table is sorted best first)."""
-    return table.groupby("arch", sort=False).head(1).reset_index(drop=True)
 
 
 def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:

@@ -115,7 +115,10 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
         if synth.export_dicom:
             write_secondary_captures(images[keep], labels[keep], name, folder / "dicom")
         save_closest_pairs(images, train_images, r, nearest, folder / "closest_pairs.png")
-        save_real_vs_synthetic(train_images, train_labels, images[keep], labels[keep], folder / "real_vs_synthetic.png")
+        save_real_vs_synthetic(train_images, train_labels, images[keep], labels[keep], folder / "real_vs_synthetic.png",
+                               title=f"real: {len(train_images)} training slices of {len(np.unique(train_patients))} "
+                                     f"patients; synthetic: the {int(keep.sum())} images of {name}; up to "
+                                     f"{GRID_PER_LABEL} of each shown")
         sets.append(SyntheticSet(name, folder, images[keep], labels[keep], audit, params))
     return sets
 
@@ -173,9 +176,9 @@ def save_closest_pairs(images: np.ndarray, train_images: np.ndarray, r: np.ndarr
 
 
 def save_real_vs_synthetic(train_images: np.ndarray, train_labels: np.ndarray, images: np.ndarray,
-                           labels: np.ndarray, path: Path) -> None:
+                           labels: np.ndarray, path: Path, title: str = "") -> None:
     """Rows: real benign, real malignant, synthetic benign, synthetic malignant (up to 8 each)."""
     rows = [(f"{source} {LABELS[label]}", np.asarray(pool[np.flatnonzero(pool_labels == label)[:GRID_PER_LABEL]]))
             for source, pool, pool_labels in (("real", train_images, train_labels), ("synthetic", images, labels))
             for label in (0, 1)]
-    plot_image_rows(rows, path)
+    plot_image_rows(rows, path, title)

@@ -65,3 +65,12 @@ def test_vgg16_head_as_matrix_product_is_the_same_function_as_timms_convs(size):
     for model in (ours, theirs):
         model(x).square().sum().backward()
     torch.testing.assert_close(ours.pre_logits.fc1.weight.grad, theirs.pre_logits.fc1.weight.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_training_memory_follows_the_parameters_and_allocates_nothing():
+    from trainables.classify.models import TRIAL_BASE_BYTES, training_memory_bytes
+
+    memory = {name: training_memory_bytes(name) for name in ("vgg16", "resnet", "mobilenet", "yolov8")}
+    assert memory["vgg16"] > 2 * memory["resnet"] > 2 * TRIAL_BASE_BYTES  # VGG-16's 134 M parameters dominate
+    assert 4 * 10**9 < memory["vgg16"] < 6 * 10**9  # the ~5 GB its trials were seen to peak at, at 32 px
+    assert min(memory.values()) > TRIAL_BASE_BYTES
