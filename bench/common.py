@@ -18,23 +18,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Section:
-    """One benchmark's figures: a table, and the ratios against its baseline from the same run."""
+    """One benchmark's figures: a table (or several, by heading), and the ratios against its baseline
+    from the same run."""
     title: str
     method: str  # what was run, and what the baseline is
     rows: list[dict] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # heading -> rows, after `rows`
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", "", self.method, ""]
-        if self.rows:
-            keys = list(dict.fromkeys(k for row in self.rows for k in row))
-            lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in self.rows]
-            lines.append("")
+        lines += _table(self.rows)
+        for heading, rows in self.tables.items():
+            lines += [f"{heading}:", "", *_table(rows)]
         lines += [f"- **{name}: {value:.3f}**" for name, value in self.ratios.items()]
         lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+            *("| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in rows), ""]
 
 
 def _cell(value) -> str:

@@ -34,10 +34,13 @@ def random_cohort(size: int, train_images: int) -> dict[str, np.ndarray]:
             "split": np.array([0] * train_images + [1] * VAL_IMAGES, np.int8)}
 
 
-def bench_config(args, size: int, bf16: bool) -> dict:
-    return {**dataclasses.asdict(GanConfig()), "arch": args.arch, "image_size": size, "batch_size": args.batch,
-            "g_channels": args.channels, "d_channels": args.channels, "epochs": 2, "eval_every": 2,
-            "eval_images": 8, "bf16": bf16}
+def bench_config(size: int, arch: str = "cgan", batch: int = 32, channels: int = GanConfig.g_channels,
+                 epochs: int = 2, **settings) -> dict:
+    """The GAN settings of a throughput run: defaults but for these, one evaluation at the end, of few
+    images; `settings` are further GanConfig fields (bf16, channels_last, compile)."""
+    return {**dataclasses.asdict(GanConfig()), "arch": arch, "image_size": size, "batch_size": batch,
+            "g_channels": channels, "d_channels": channels, "epochs": epochs, "eval_every": epochs,
+            "eval_images": 8, **settings}
 
 
 def plain_run(cfg: dict, data: dict, device: str) -> float:
@@ -83,7 +86,8 @@ def main() -> None:
         for precision in args.precision:
             if precision == "bf16" and not cuda:
                 continue
-            rate = plain_run(bench_config(args, size, precision == "bf16"), data, device)
+            cfg = bench_config(size, args.arch, args.batch, args.channels, bf16=precision == "bf16")
+            rate = plain_run(cfg, data, device)
             print(f"{size:>5} {precision:>9} {rate:>10.1f} {rate / (args.batch * (n_critic + 1)):>8.2f}")
 
     if args.no_ray:
@@ -91,7 +95,7 @@ def main() -> None:
     import ray
 
     size = args.sizes[0]
-    cfg, data = bench_config(args, size, False), random_cohort(size, args.batch * args.steps)
+    cfg, data = bench_config(size, args.arch, args.batch, args.channels), random_cohort(size, args.batch * args.steps)
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         plain = plain_run(cfg, data, device)

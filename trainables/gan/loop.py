@@ -60,8 +60,10 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     precision = autocast(device, cfg["bf16"])  # bf16 where asked, CPU too: CI runs the same dtype paths
     cfg = {**cfg, "num_classes": num_classes(data["labels"])}  # from the cohort; saved with each checkpoint
 
+    layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     pair = build_gan(cfg)
-    generator, critic = pair.generator.to(device), pair.critic.to(device)
+    generator, critic = (pair.generator.to(device, memory_format=layout),
+                         pair.critic.to(device, memory_format=layout))
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg["ema_decay"] > 0 else None
     replay = ReplayBuffer(cfg["replay_size"], device=device)
     opt_state, start_epoch = None, 0
@@ -79,7 +81,13 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             torch.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
             data_rng.manual_seed(cfg["seed"] * 1000 + rank + 7919 * start_epoch)
 
-    generator_ddp, critic_ddp = prepare_model(generator), prepare_model(critic)
+    # The forward passes of the steps, compiled when asked (same weights). Those that take no
+    # gradients to share skip DDP; the gradient penalty calls the plain critic, as it
+    # differentiates twice and compiled graphs cannot.
+    generator_step = _compiled(prepare_model(generator), cfg["compile"])
+    critic_step = _compiled(prepare_model(critic), cfg["compile"])
+    fakes_for_critic = _compiled(generator, cfg["compile"])  # under no_grad
+    critic_for_generator = _compiled(critic, cfg["compile"])  # the critic is frozen in that step
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"]))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"]))
     if opt_state is not None:
@@ -89,6 +97,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     train = data["split"] == TRAIN
     # Generator output is tanh, so real images are scaled from [0, 1] to [-1, 1] to match.
     x_train = torch.from_numpy(np.asarray(data["images"][train], np.float32)).unsqueeze(1).to(device) * 2 - 1
+    x_train = x_train.contiguous(memory_format=layout)
     y_train = torch.from_numpy(np.asarray(data["labels"][train], np.int64)).to(device)
     evaluator = validation_evaluator(cfg, data, device) if rank == 0 else None
     augment = diff_augment(cfg.get("diffaugment", ""))  # what the critic sees: real and fake alike
@@ -107,11 +116,11 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                 real, labels = x_train[idx], y_train[idx]
                 z = torch.randn(batch, cfg["latent_dim"], device=device)
                 with torch.no_grad(), precision:
-                    fake = generator(z, labels).float()
+                    fake = fakes_for_critic(z, labels).float()
                 seen_fake, seen_labels = replay.mix(fake, labels, cfg["replay_ratio"], data_rng)
                 real_in, seen_in = augment(real), augment(seen_fake)
                 with precision:  # one critic forward for real and fake: one DDP all-reduce
-                    scores, logits = critic_ddp(torch.cat([real_in, seen_in]), torch.cat([labels, seen_labels]))
+                    scores, logits = critic_step(torch.cat([real_in, seen_in]), torch.cat([labels, seen_labels]))
                 real_scores, fake_scores = scores.float().split(batch)
                 # The penalty pairs each real image with a fresh fake of the same label (the
                 # dcgan critic is per label) and runs in fp32: it differentiates twice.
@@ -129,8 +138,8 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             z = torch.randn(batch, cfg["latent_dim"], device=device)
             critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this step
             with precision:
-                fake = generator_ddp(z, labels)
-                scores, logits = critic(augment(fake), labels)
+                fake = generator_step(z, labels)
+                scores, logits = critic_for_generator(augment(fake), labels)
                 loss_g = generator_loss(scores) + cfg["ac_weight"] * ac_loss(logits, labels)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -219,6 +228,11 @@ def train_gan_worker(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _compiled(module: nn.Module, compile_it: bool) -> nn.Module:
+    """`module` itself, or its torch.compile wrapper (same parameters; compiled on first call)."""
+    return torch.compile(module) if compile_it else module
 
 
 def _divergence(metrics: Mapping[str, float], cfg: Mapping) -> str:

@@ -122,6 +122,41 @@ def test_the_bf16_path_of_the_gan_loop_runs_on_the_cpu(smoke_arrays, tmp_path):
     assert final["device"] == "cpu" and math.isfinite(final["loss_d"]) and math.isfinite(final["gp"])
 
 
+def run_once(smoke_arrays, folder: Path, **options) -> tuple[dict, checkpoint.TrainingState]:
+    """One critic and one generator step of a cgan without dropout (a compiled graph draws its own
+    dropout masks): short, so that float rounding has not yet grown into a different training."""
+    cfg = gan_config(arch="cgan", epochs=1, eval_images=8, g_channels=8, d_channels=8, n_critic=1, dropout=0.0,
+                     batch_size=len(smoke_arrays["split"]), **options)
+    recorder = Recorder(folder)
+    final = fit(cfg, smoke_arrays, recorder)
+    return final, checkpoint.load(recorder.reports[-1][1])
+
+
+def test_channels_last_trains_the_same_gan_in_the_nhwc_layout(smoke_arrays, tmp_path):
+    plain, _ = run_once(smoke_arrays, tmp_path / "plain")
+    nhwc, state = run_once(smoke_arrays, tmp_path / "nhwc", channels_last=True)
+    for key in ("loss_d", "loss_g", "gp"):
+        assert nhwc[key] == pytest.approx(plain[key], rel=1e-6), key
+    convolutions = [value for value in state.generator.values() if value.dim() == 4]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                                for w in convolutions if w.shape[1] > 1 and w.shape[2] > 1)
+
+
+@pytest.mark.slow
+def test_a_compiled_gan_trains_like_the_plain_one(smoke_arrays, tmp_path):
+    """torch.compile on the CPU (inductor, C++): a minute of compiling, then the same losses; the
+    gradient penalty, which differentiates twice, stays eager."""
+    from torch._dynamo.utils import counters
+
+    plain, _ = run_once(smoke_arrays, tmp_path / "plain")
+    torch._dynamo.reset()  # what earlier tests compiled counts against the recompile limit
+    counters.clear()
+    compiled, _ = run_once(smoke_arrays, tmp_path / "compiled", compile=True, channels_last=True)
+    assert counters["stats"]["unique_graphs"] >= 4  # the two steps' generator and critic passes
+    for key in ("loss_d", "loss_g", "gp"):
+        assert compiled[key] == pytest.approx(plain[key], rel=1e-4), key  # inductor sums in its own order
+
+
 def test_a_diverging_run_stops_with_a_reason_instead_of_crashing(smoke_arrays, tmp_path):
     cfg = gan_config(epochs=50, eval_images=8, g_channels=8, d_channels=8, n_critic=1, lr_d=1e3, lr_g=1e3, spectral_norm=False,
                      max_critic_loss=1e3)
