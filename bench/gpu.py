@@ -93,6 +93,8 @@ def measure_on(device: str, scale: Scale, parts: tuple[str, ...] = PARTS) -> Sec
     figures = Figures()
     if "a" in parts:
         step_settings(device, scale, figures)
+        if device == "cuda":
+            torch.cuda.empty_cache()  # the Ray parts' trials get the GPU's memory, not this process's cache
     on_ray = {"b": tune_trial_use, "c": classifier_packing, "d": stage3_trial}
     if set(parts) & set(on_ray):
         ray.init(include_dashboard=False, log_to_driver=False)  # once for them all: each start costs seconds
