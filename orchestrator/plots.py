@@ -108,10 +108,15 @@ def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str
 
 
 def plot_forest(rows: list[dict], path: Path, title: str) -> None:
+    _save(forest_figure(rows, title), path)
+
+
+def forest_figure(rows: list[dict], title: str):
     """Each classifier x arm's difference to real only, with its interval: Δ AUC and Δ sensitivity side by
     side. `rows`: {"label", "arm", "degenerate", "claimed", "Δ AUC": (value, low, high), "Δ sensitivity": ...};
-    degenerate rows grey (no interval is interpreted), rows that survive Holm marked with *. `title`: what
-    the intervals rest on (test patients, slices, seeds)."""
+    rows that survive Holm marked with *. A degenerate row is a hollow grey point without an interval:
+    its difference is shown, as nothing to read an interval into. `title`: what the intervals rest on
+    (test patients, slices, seeds)."""
     keys = ("Δ AUC", "Δ sensitivity")
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.32 * len(rows) + 1.5), sharey=True)
     fig.suptitle(title, fontsize=9)
@@ -119,12 +124,17 @@ def plot_forest(rows: list[dict], path: Path, title: str) -> None:
     for ax, key in zip(axes, keys):
         for row, at in zip(rows, y):
             value, low, high = row[key]
-            colour = DEGENERATE_COLOUR if row["degenerate"] else ARM_COLOURS.get(row["arm"], "black")
+            if row["degenerate"]:
+                if math.isfinite(value):
+                    ax.plot([value], [at], "o", color=DEGENERATE_COLOUR, markerfacecolor="none", markersize=5)
+                continue
+            colour = ARM_COLOURS.get(row["arm"], "black")
             if math.isfinite(low) and math.isfinite(high):
                 ax.plot([low, high], [at, at], color=colour, linewidth=2)
             if math.isfinite(value):
                 ax.plot([value], [at], "o", color=colour, markersize=5)
         ax.axvline(0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # more crowd each other's labels at this width
         ax.set_xlabel(f"{key} against real only (95 % interval)")
         ax.grid(axis="x", alpha=0.3)
     names = [row["label"] + (" (degenerate)" if row["degenerate"] else "") + (" *" if row["claimed"] else "")
@@ -134,7 +144,7 @@ def plot_forest(rows: list[dict], path: Path, title: str) -> None:
         if row["degenerate"]:
             tick.set_color("grey")
     axes[0].set_ylim(-0.7, len(rows) - 0.3)
-    _save(fig, path)
+    return fig
 
 
 def _save(fig, path: Path) -> None:

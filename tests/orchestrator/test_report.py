@@ -135,3 +135,18 @@ def browser_measures(page: Path, width: int) -> dict:
     found = re.search(r'data-measured="([^"]*)"', dom := rendered_dom(page.as_uri(), width))
     assert found, dom[-2000:]
     return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_forest_plot_draws_no_interval_for_a_degenerate_arm():
+    """A degenerate arm's difference is a hollow point: nothing to read an interval into."""
+    from orchestrator.plots import forest_figure
+
+    row = {"arm": "synthetic", "claimed": False, "Δ AUC": (0.05, -0.01, 0.11), "Δ sensitivity": (0.1, 0.0, 0.2)}
+    fig = forest_figure([{**row, "label": "resnet synthetic 1x", "degenerate": False},
+                         {**row, "label": "vgg16 synthetic 1x", "degenerate": True}], "12 test patients")
+    for ax in fig.axes:
+        spans = [line.get_xdata() for line in ax.get_lines() if len(line.get_xdata()) == 2 and line.get_linestyle() == "-"
+                 and line.get_xdata()[0] != line.get_xdata()[1]]
+        hollow = [line for line in ax.get_lines() if line.get_marker() == "o" and line.get_markerfacecolor() == "none"]
+        assert len(spans) == 1 and len(hollow) == 1  # the sound row's interval; the degenerate row's point
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][1] == "vgg16 synthetic 1x (degenerate)"
