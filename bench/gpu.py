@@ -1,6 +1,6 @@
 """6. GPU: what the GPU gives each stage, and which settings pay there.
 
-    python -m bench --only gpu                  on a GPU machine: every part (about 8 min on one GPU)
+    python -m bench --only gpu                  on a GPU machine: every part (estimated 8 min on one GPU)
     python -m bench.gpu --parts a --out F.md    some parts (a run that must fit a time limit)
     python -m bench.gpu --cpu                   every part, tiny, on the CPU: checks the script runs
 
