@@ -204,6 +204,8 @@ class Writes:
         import torch
         from mlflow.models import ModelSignature
 
+        import trainables
+
         if self.client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'"):
             return  # registered by this run already (a resumed sweep): not a second version
         model = torch.load(path, weights_only=False)
@@ -213,6 +215,9 @@ class Writes:
             # pickle: the module as it is (torch.export's pt2 would trace a two-input forward)
             mlflow.pytorch.log_model(model, name=name, signature=ModelSignature.from_dict(signature),
                                      registered_model_name=registered_name, serialization_format="pickle",
+                                     # the package the pickle names travels with it: it loads where
+                                     # only torch is installed (MLflow puts code/ on sys.path)
+                                     code_paths=[str(Path(trainables.__file__).parent)],
                                      # named, not inferred: inference loads the model in a subprocess
                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self.client.update_run(run_id, status=status)  # start_run / end reopened and closed it: its own status back

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -19,6 +20,21 @@ from orchestrator.sweep import main as sweep_main
 from orchestrator.tracking import runs_page
 from browser import rendered_dom, screenshot
 from sweeps import EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_runs, wait_for
+
+
+# Loads a registered generator with this repository's package made unimportable (the editable
+# install's finder removed, the checkout off sys.path): argv = tracking URI, model URI.
+LOAD_WITHOUT_THE_PACKAGE = """
+import importlib.util, sys
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+assert importlib.util.find_spec("trainables") is None, "the package is still importable"
+import mlflow, mlflow.pytorch, torch
+mlflow.set_tracking_uri(sys.argv[1])
+sampler = mlflow.pytorch.load_model(sys.argv[2])
+print(sys.modules["trainables.gan.models"].__file__, str(tuple(sampler(torch.randn(2, sampler.latent_dim),
+      torch.tensor([0, 1])).shape)).replace(" ", ""))
+"""
 
 
 @pytest.mark.slow
@@ -72,6 +88,13 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/{version.version}")
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
+    # ... and where this package is not installed: the model carries the code its pickle names
+    loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_THE_PACKAGE, mlflow_server,
+                             f"models:/medgan-pet-{arch}/{version.version}"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    code_file, shape = loaded.stdout.split()[-2:]
+    assert "/code/trainables/" in code_file and shape == "(2,1,32,32)"
 
     # no patient identifier reaches MLflow
     recorded = str([(r.data.params, r.data.tags) for r in parents + children])

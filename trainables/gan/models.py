@@ -347,3 +347,19 @@ def dcgan(*, image_size: int, num_classes: int, latent_dim: int, g_channels: int
     generator.apply(_init_weights)
     critic = PerLabelCritic(image_size, num_classes, d_channels, res_blocks, dropout, spectral_norm)
     return GanPair(generator, critic)
+
+
+class ImageSampler(nn.Module):
+    """A generator as users load it (MLflow's model registry): `sampler(noise [N, latent_dim] float32,
+    label [N] int64)` -> images [N, 1, S, S] in [0, 1], in eval mode, as the sweep's sets were drawn.
+    Here, beside the architectures, because a pickled sampler needs this module and torch only."""
+
+    def __init__(self, generator: nn.Module, latent_dim: int):
+        super().__init__()
+        self.generator, self.latent_dim = generator.eval(), latent_dim
+
+    def forward(self, noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return ((self.generator(noise, label).float() + 1) / 2).clamp(0, 1)
+
+    def train(self, mode: bool = True) -> ImageSampler:
+        return super().train(False)  # batch norm keeps its running statistics whatever the caller does

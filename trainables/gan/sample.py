@@ -1,5 +1,5 @@
 """Stage 2's model side: draw a labelled set from a stage-1 generator (trainables/gan/checkpoint.py loads it),
-and the generator as a model of its own: noise and label in, image out."""
+and load a checkpoint's generator as a model of its own (`ImageSampler`: noise and label in, image out)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,21 +10,7 @@ from torch import nn
 
 from trainables.gan.checkpoint import load_generator
 from trainables.gan.evaluate import generate_images
-
-
-class ImageSampler(nn.Module):
-    """A generator as users load it (MLflow's model registry): `sampler(noise [N, latent_dim] float32,
-    label [N] int64)` -> images [N, 1, S, S] in [0, 1], in eval mode, as the sweep's sets were drawn."""
-
-    def __init__(self, generator: nn.Module, latent_dim: int):
-        super().__init__()
-        self.generator, self.latent_dim = generator.eval(), latent_dim
-
-    def forward(self, noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return ((self.generator(noise, label).float() + 1) / 2).clamp(0, 1)
-
-    def train(self, mode: bool = True) -> ImageSampler:
-        return super().train(False)  # batch norm keeps its running statistics whatever the caller does
+from trainables.gan.models import ImageSampler
 
 
 def load_sampler(folder: Path) -> tuple[ImageSampler, dict]:
