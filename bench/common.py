@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def phantom_arrays(cfg: Config) -> dict[str, np.ndarray]:
     """The phantom cohort of `cfg` (made once under its cache folder), as a sweep hands it to trials."""
     folder = phantom_folder(cfg)
     return ingest(folder, cfg.data).as_arrays()
+
+
+def timed_stage3(cfg: Config, arrays: dict, storage: Path) -> float:
+    """Wall seconds of stage 3's own Tuner over `cfg`'s grid, on the Ray already started; raises if a
+    trial failed (a benchmark of failures measures nothing)."""
+    import ray
+
+    from orchestrator.stages import classify as classify_stage
+
+    tuner = classify_stage.build_tuner(cfg, ray.put(arrays), {}, str(storage), callbacks=[], resume=False)
+    started = time.perf_counter()
+    results = tuner.fit()
+    seconds = time.perf_counter() - started
+    failed = [r.error for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"classifier trials failed: {failed[0]}")
+    return seconds

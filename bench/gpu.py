@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import Section, phantom_arrays
+from bench.common import Section, phantom_arrays, timed_stage3
 from bench.gan_step import bench_config, random_cohort
 from orchestrator.config import load_config
 from trainables.gan.loop import fit
@@ -237,21 +237,9 @@ def classify_config(folder: Path, scale: Scale, trials: int):
 
 
 def timed_trials(cfg, gpus: float, cpus: float, storage: Path) -> float:
-    """Wall seconds of stage 3's own Tuner over `cfg`'s grid, each trial holding `gpus` and `cpus`."""
-    import ray
-
-    from orchestrator.stages import classify as classify_stage
-
+    """Wall seconds of stage 3's grid over `cfg`'s phantom cohort, each trial holding `gpus` and `cpus`."""
     cfg = replace(cfg, classify=replace(cfg.classify, gpus_per_trial=gpus, cpus_per_trial=cpus))
-    tuner = classify_stage.build_tuner(cfg, ray.put(phantom_arrays(cfg)), {}, str(storage), callbacks=[],
-                                       resume=False)
-    started = time.perf_counter()
-    results = tuner.fit()
-    seconds = time.perf_counter() - started
-    failed = [r.error for r in results if r.error]
-    if failed:
-        raise RuntimeError(f"classifier trials failed: {failed[0]}")
-    return seconds
+    return timed_stage3(cfg, phantom_arrays(cfg), storage)
 
 
 def classifier_packing(device: str, scale: Scale, figures: Figures) -> None:

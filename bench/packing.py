@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import Section, phantom_arrays, smoke_config
+from bench.common import Section, phantom_arrays, smoke_config, timed_stage3
 
 
 def timed_grid(cfg, arrays, storage: Path, ray_cpus: int, cpus_per_trial: float) -> float:
     import ray
 
-    from orchestrator.stages import classify as classify_stage
-
     cfg = replace(cfg, classify=replace(cfg.classify, cpus_per_trial=cpus_per_trial))
     ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        tuner = classify_stage.build_tuner(cfg, ray.put(arrays), {}, str(storage), callbacks=[], resume=False)
-        started = time.perf_counter()
-        results = tuner.fit()
-        seconds = time.perf_counter() - started
+        return timed_stage3(cfg, arrays, storage)
     finally:
         ray.shutdown()
-    failed = [r.error for r in results if r.error]
-    if failed:
-        raise RuntimeError(f"classifier trials failed: {failed[0]}")
-    return seconds
 
 
 def measure(quick: bool) -> Section:

@@ -88,7 +88,7 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/{version.version}")
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
-    # ... and where this package is not installed: the model carries the code its pickle names
+    # ... and the last of them where this package is not installed: the model carries the code its pickle names
     loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_THE_PACKAGE, mlflow_server,
                              f"models:/medgan-pet-{arch}/{version.version}"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)

@@ -67,7 +67,7 @@ def test_vgg16_head_as_matrix_product_is_the_same_function_as_timms_convs(size):
     torch.testing.assert_close(ours.pre_logits.fc1.weight.grad, theirs.pre_logits.fc1.weight.grad, rtol=1e-3, atol=1e-6)
 
 
-def test_training_memory_follows_the_parameters_and_allocates_nothing():
+def test_training_memory_follows_the_parameter_count():
     from trainables.classify.models import TRIAL_BASE_BYTES, training_memory_bytes
 
     memory = {name: training_memory_bytes(name) for name in ("vgg16", "resnet", "mobilenet", "yolov8")}
