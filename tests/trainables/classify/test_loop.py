@@ -96,10 +96,12 @@ def test_every_arm_takes_the_same_optimiser_steps_whatever_its_training_set(smok
 
 @pytest.fixture(scope="module")
 def scarce(smoke_arrays) -> dict:
-    """The smoke cohort with every other training patient held out (as data.train_fraction 0.5 would)."""
-    split = smoke_arrays["split"].copy()
-    train_patients = np.unique(smoke_arrays["patients"][split == TRAIN])
-    split[(split == TRAIN) & np.isin(smoke_arrays["patients"], train_patients[::2])] = HELD_OUT
+    """The smoke cohort with every other training patient of each label held out (as data.train_fraction
+    0.5 would: stratified, so both labels stay on both sides whatever the patients' salted codes order)."""
+    split, patients, labels = smoke_arrays["split"].copy(), smoke_arrays["patients"], smoke_arrays["labels"]
+    for label in (0, 1):
+        of_label = np.unique(patients[(split == TRAIN) & (labels == label)])
+        split[(split == TRAIN) & np.isin(patients, of_label[::2])] = HELD_OUT
     return {**smoke_arrays, "split": split}
 
 
