@@ -32,5 +32,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import torch, ray, ray.train, ray.tune, mlflow, optuna, pydicom, SimpleITK
 print('python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       'ray', ray.__version__, 'mlflow', mlflow.__version__)"
-set -o pipefail
 python3 -m bench.gpu --out "$out/gpu.md" "$@" 2>&1 | tee "$out/gpu.log"
