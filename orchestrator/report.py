@@ -157,6 +157,9 @@ def gan_findings(outcome: SweepOutcome) -> list[str]:
                      f"(how far from a second real sample: {row[fid_key] - row[f'{fid_key}_floor']:.1f})")
         elif fid_key:
             text += f", {fid_key} {row[fid_key]:.1f} (no floor was computed)"
+        if "ms_ssim_floor" in row:
+            text += (f"; MS-SSIM diversity {row['ms_ssim']:.3f} against {row['ms_ssim_floor']:.3f} for real slices "
+                     "(higher: less diverse)")
         lines.append(text + f"; validation SSIM {row['ssim']:.3f}.")
     statuses = pd.Series([c["status"] for c in outcome.curves]).value_counts()
     if len(statuses):

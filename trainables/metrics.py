@@ -33,7 +33,6 @@ from torch import nn
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
 )
@@ -384,47 +383,70 @@ def split_by_patient_halves(images: torch.Tensor, patients: Sequence, seed: int)
 # The standard 5-scale MS-SSIM weights (Wang et al. 2003), finest scale first.
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_KERNEL = 11  # Gaussian window, sigma 1.5: the same as the SSIM metric above
+MS_SSIM_SIGMA = 1.5
 
 
 def ms_ssim_scales(size: int) -> int:
-    """How many MS-SSIM scales fit an image of `size` px with the 11-px window.
-
-    At the coarsest scale (size / 2^(scales-1) px) the image must stay larger than the window
-    minus one: 32 px -> 2 scales, 64 -> 3, 128 -> 4, 256 -> 5 (the standard). Diversity values
-    are comparable only at one image size.
-    """
+    """How many MS-SSIM scales fit an image of `size` px: the 11-px window must fit inside the
+    image at the coarsest scale (size / 2^(scales-1) px), as it does at every scale of Wang et al.'s
+    256-px setting. 32 px -> 2 scales, 64 -> 3, 128 -> 4, 176 and up -> 5 (the standard). Diversity
+    values are comparable only at one image size."""
     scales = 1
-    while scales < len(MS_SSIM_BETAS) and _ms_ssim_fits(size, scales + 1):
+    while scales < len(MS_SSIM_BETAS) and size // 2 ** scales >= MS_SSIM_KERNEL:
         scales += 1
     return scales
 
 
-def _ms_ssim_fits(size: int, scales: int) -> bool:
-    coarsest = size // 2 ** (scales - 1)
-    # torchmetrics checks its own bound, with (scales - 1)^2 for 2^(scales - 1): satisfy both.
-    return coarsest > MS_SSIM_KERNEL - 1 and size // max(1, scales - 1) ** 2 > MS_SSIM_KERNEL - 1
+def ms_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """MS-SSIM of image pairs [N, 1, H, W] as Wang et al. (2003) define it: per scale the mean of the
+    contrast-structure map over the valid region (the window never leaves the image; no padded
+    border), the whole SSIM map at the coarsest scale (as in Wang's reference code), 2 x 2 average
+    pooling between scales. Uses the first `ms_ssim_scales(size)` standard betas renormalised to
+    sum to 1, so identical images score 1; a negative term is clipped at 0, which keeps the weighted
+    product defined. [N] float64."""
+    scales = ms_ssim_scales(min(a.shape[-2:]))
+    betas = torch.tensor(MS_SSIM_BETAS[:scales], dtype=torch.float64)
+    betas = betas / betas.sum()
+    window = _gaussian_window(MS_SSIM_KERNEL, MS_SSIM_SIGMA)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    a, b = a.double(), b.double()
+    result = torch.ones(len(a), dtype=torch.float64)
+    for scale in range(scales):
+        mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
+        var_a = F.conv2d(a * a, window) - mu_a**2
+        var_b = F.conv2d(b * b, window) - mu_b**2
+        cov = F.conv2d(a * b, window) - mu_a * mu_b
+        cs_map = (2 * cov + c2) / (var_a + var_b + c2)
+        if scale < scales - 1:
+            result = result * cs_map.mean(dim=(1, 2, 3)).clamp(min=0) ** betas[scale]
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        else:  # the coarsest scale: the whole SSIM map, luminance times contrast-structure
+            ssim_map = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1) * cs_map
+            result = result * ssim_map.mean(dim=(1, 2, 3)).clamp(min=0) ** betas[scale]
+    return result
 
 
-def ms_ssim_diversity(fake: torch.Tensor, seed: int, pairs: int = 256) -> float:
-    """Mean MS-SSIM between random pairs of distinct generated images.
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
 
-    Higher means less diverse: mode collapse shows as values near 1. Uses the first
-    `ms_ssim_scales(size)` standard betas, renormalised to sum to 1, so identical images still
-    score 1; negative contrast terms are clipped at 0 ("relu"), which keeps the weighted product
-    defined.
+
+def ms_ssim_diversity(images: torch.Tensor, seed: int, pairs: int = 256) -> float:
+    """Mean MS-SSIM (`ms_ssim`) between random pairs of distinct images of one set.
+
+    Higher means less diverse: mode collapse shows as values near 1. Read it against the same
+    figure on real images of the same size (the real-vs-real value beside it in stage 1's table):
+    a generated set is as diverse as the data when the two agree.
     """
-    n = len(fake)
+    n = len(images)
     if n < 2:
-        raise ValueError(f"MS-SSIM diversity needs at least 2 generated images, got {n}")
+        raise ValueError(f"MS-SSIM diversity needs at least 2 images, got {n}")
     generator = torch.Generator().manual_seed(seed)
     first = torch.randint(n, (pairs,), generator=generator)
     second = (first + torch.randint(1, n, (pairs,), generator=generator)) % n  # never the same image
-    betas = MS_SSIM_BETAS[: ms_ssim_scales(min(fake.shape[-2:]))]
-    betas = tuple(b / sum(betas) for b in betas)
-    score = multiscale_structural_similarity_index_measure(
-        fake[first].float(), fake[second].float(), data_range=1.0, kernel_size=MS_SSIM_KERNEL, sigma=1.5,
-        betas=betas, normalize="relu", reduction="elementwise_mean")
-    return float(score)
+    return float(ms_ssim(images[first].float(), images[second].float()).mean())
 
 
 # --- Classification (stage 3) ---------------------------------------------------------------------

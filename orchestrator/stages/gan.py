@@ -178,10 +178,10 @@ def validation_curves(results: tune.ResultGrid, searched: tuple[str, ...] = ()) 
 
 
 def with_floor(table: pd.DataFrame, floor: dict) -> pd.DataFrame:
-    """The ranking table with each FID-type figure's real-vs-real floor beside it, and FID minus floor
-    (how far a generator is from what a second real sample would score)."""
+    """The ranking table with each figure's real-vs-real value beside it (FID / KID floor, real MS-SSIM
+    diversity), and FID minus floor (how far a generator is from what a second real sample would score)."""
     table = table.copy()
-    for key in [k for k in table if k in EVAL_METRICS and EVAL_METRICS[k].family == "fid"]:
+    for key in [k for k in table if k in EVAL_METRICS]:
         if f"{key}_floor" in floor:
             table.insert(table.columns.get_loc(key) + 1, f"{key}_floor", floor[f"{key}_floor"])
     fid = fid_key_in(table.columns)

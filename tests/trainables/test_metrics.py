@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_msssim
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -28,6 +28,8 @@ from trainables.metrics import (
     fid_kid,
     fid_kid_from_features,
     load_fid_extractor,
+    MS_SSIM_BETAS,
+    ms_ssim,
     ms_ssim_diversity,
     ms_ssim_scales,
     paired_similarity,
@@ -286,8 +288,8 @@ def test_split_by_patient_halves_keeps_each_patient_on_one_side():
 
 # --- Diversity -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size, scales", [(32, 2), (64, 3), (128, 4), (256, 5)])
-def test_ms_ssim_uses_as_many_scales_as_fit_the_image(size, scales):
+@pytest.mark.parametrize("size, scales", [(20, 1), (32, 2), (64, 3), (128, 4), (175, 4), (176, 5), (256, 5)])
+def test_ms_ssim_uses_the_scales_where_the_window_fits_inside_the_image(size, scales):
     assert ms_ssim_scales(size) == scales
 
 
@@ -299,11 +301,21 @@ def test_ms_ssim_diversity_is_one_for_copies_and_lower_for_varied_images(size):
     assert ms_ssim_diversity(varied, seed=0, pairs=32) < 0.8
 
 
-def test_ms_ssim_diversity_at_256_px_is_the_standard_five_scale_ms_ssim():
-    # With two images every pair is (a, b) or (b, a), and MS-SSIM is symmetric.
+def test_ms_ssim_at_256_px_equals_an_independent_five_scale_implementation():
+    """pytorch-msssim computes Wang et al.'s MS-SSIM on the valid region; it needs over 160 px. The
+    standard betas sum to 1.0001: both sides get them renormalised."""
     a, b = blob_images(2, size=256, seed=12)
-    standard = multiscale_structural_similarity_index_measure(a[None], b[None], data_range=1.0)  # 5 scales, 11 px
-    assert ms_ssim_diversity(torch.stack([a, b]), seed=0, pairs=4) == pytest.approx(float(standard), abs=1e-3)
+    betas = [beta / sum(MS_SSIM_BETAS) for beta in MS_SSIM_BETAS]
+    reference = pytorch_msssim.ms_ssim(a[None].double(), b[None].double(), data_range=1.0, size_average=False,
+                                       win_size=11, weights=betas)
+    assert float(ms_ssim(a[None], b[None])[0]) == pytest.approx(float(reference[0]), abs=1e-6)  # its window is float32
+
+
+def test_ms_ssim_at_one_scale_is_scikit_image_ssim_on_the_valid_region():
+    a, b = blob_images(2, size=20, seed=13)
+    reference = structural_similarity(a[0].double().numpy(), b[0].double().numpy(), data_range=1.0,
+                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert float(ms_ssim(a[None], b[None])[0]) == pytest.approx(reference, abs=1e-6)
 
 
 # --- Classification --------------------------------------------------------------------------------

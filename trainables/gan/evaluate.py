@@ -63,10 +63,12 @@ class GanEvaluator:
         }
 
     def score_real(self, images: torch.Tensor) -> dict:
-        """FID / KID of real images [N, 1, S, S] against the validation split, exactly as `evaluate`
-        scores generated ones: the real-vs-real floor when they come from other patients."""
+        """FID / KID of real images [N, 1, S, S] against the validation split, and their MS-SSIM
+        diversity, exactly as `evaluate` scores generated ones: the real-vs-real values a generator
+        is read against when the images come from other patients."""
         features = extract_features(images, self.extractor, self.device)
-        return fid_kid_from_features(features, self.val_features, self.extractor, seed=self.seed)
+        return {**fid_kid_from_features(features, self.val_features, self.extractor, seed=self.seed),
+                "ms_ssim": ms_ssim_diversity(images, seed=self.seed)}
 
     def not_evaluated(self) -> dict:
         """The keys of `evaluate`, every figure NaN: for a run that stopped before it could be

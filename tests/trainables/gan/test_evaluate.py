@@ -19,3 +19,4 @@ def test_the_floor_is_real_training_slices_against_validation_and_below_an_untra
     torch.manual_seed(0)
     untrained = validation_evaluator(gan, smoke_arrays, "cpu").evaluate(build_gan({**gan, "num_classes": 2}).generator)
     assert 0 < floor["fid_floor"] < untrained["fid"]
+    assert 0 < floor["ms_ssim_floor"] < 1  # real slices of different patients: diverse, never copies
