@@ -26,7 +26,7 @@ ALPHA = 0.05  # a comparison is claimed only when its Holm-adjusted p is below t
 
 def utility_table(summary: Utility) -> pd.DataFrame:
     """Tables 3-4: per classifier and arm, test metrics with patient-bootstrap intervals, and the paired
-    difference to the real-only arm with its p-value (Holm-adjusted) and a patient-level DeLong p."""
+    difference to the real-only arm with its p-value (and Holm-adjusted)."""
     n = f"{summary.cases.n_patients} / {len(summary.cases.labels)}"
     rows = []
     for arm in summary.arms:
@@ -36,7 +36,6 @@ def utility_table(summary: Utility) -> pd.DataFrame:
             row.update({f"Δ {name}": arm.deltas[key].interval() for key, name in METRIC_NAMES.items()
                         if key in ("accuracy", "roc_auc", "sensitivity")})
             row["Δ AUC p (Holm)"] = _p(arm.deltas["roc_auc"].p, arm.holm_p)
-            row["DeLong p (patients)"] = _p(arm.delong_p)
         row["status"] = f"degenerate: {arm.degenerate}" if arm.degenerate else "ok"
         rows.append(row)
     columns = list(dict.fromkeys(key for row in rows for key in row if key != "status")) + ["status"]

@@ -3,19 +3,26 @@
 Slices of one patient are not independent cases, so every interval and p-value here comes
 from a **patient-level (cluster) bootstrap** of the test split: each draw resamples the test
 patients with replacement (all of a patient's slices go together), and a metric is recomputed
-on the drawn patients for every seed and averaged over seeds. Seed-to-seed variation (training
-randomness) is then added as a Student t term whose variance is the between-seed variance net of
-the patient x seed part the patient draws already hold (`Resampling.combine`); with one seed
-there is no seed term, and the report says so. A paired difference (an arm minus real-only,
-same classifier) is taken seed by seed on the same drawn patients, so it keeps the pairing
-that makes it sensitive.
+on the drawn patients for every seed and averaged over seeds.
+
+A seed mean varies for two reasons: which test patients were drawn (shared by every seed) and
+which training run each seed gave (the seed effect plus a patient x seed part, different for
+every seed). The bootstrap carries only the shared part, estimated as the draws' covariance
+between seeds; the whole seed-to-seed spread of the S seeds on the test split goes into a
+Student t term with S - 1 degrees of freedom (`Resampling.combine`). That keeps the level at
+2-10 seeds whatever the seed effect (a variance from 2 or 3 seeds is itself uncertain, and the t
+term's tails say so); the calibration is checked by simulation (`bench/calibration.py`). One
+seed cannot show how much a second training run would differ: it gives figures, never an
+interval, p-value or conclusion. A paired difference (an arm minus real-only, same classifier)
+is taken seed by seed on the same drawn patients, so it keeps the pairing that makes it sensitive.
 
 Estimates are the seed mean of each metric on the whole test split; intervals are the
 percentile interval of the draws; a two-sided p-value is twice the smaller tail share of the
 draws beyond zero, (k + 1) / (B + 1) so that it is never 0. The family of a sweep's
 comparisons is corrected with Holm's step-down method.
 
-Degenerate classifiers (constant scores, chance-level validation: `degenerate_reason` in
+A patient is one unit wherever patients are counted or resampled, whatever labels its slices
+carry. Degenerate classifiers (constant scores, chance-level validation: `degenerate_reason` in
 `trainables.metrics`, which the training loop applies too) carry figures but no p-value and
 are left out of the family; a test split with too few patients per label carries figures
 only (`inference_blocker`).
@@ -27,17 +34,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
 from trainables.metrics import degenerate_reason
 
 DRAWS = 2000
 CONFIDENCE = 0.95
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
-RESAMPLED = ("test patients resampled with replacement (cluster bootstrap, {draws} draws, seeded), plus the "
-             "seed-to-seed variation (between-seed variance net of the patient x seed part, as a Student t term "
-             "with seeds - 1 degrees of freedom); "
-             "differences paired by classifier, seed and drawn patients")
+RESAMPLED = ("test patients resampled with replacement (cluster bootstrap, {draws} draws, seeded) for what all "
+             "seeds share, plus the whole seed-to-seed spread as a Student t term with seeds - 1 degrees of "
+             "freedom; differences paired by classifier, seed and drawn patients")
+ONE_SEED = ("one seed shows neither how much another training run would differ nor whether a difference is more "
+            "than that: figures only, no intervals, p-values or conclusions (train 2 or more seeds; 5 give "
+            "much tighter intervals than 2)")
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,22 @@ class Cases:
         return int(self.patients.max()) + 1 if len(self.patients) else 0
 
     def patients_per_label(self) -> dict[int, int]:
+        """Patients with at least one slice of each label (a patient with both counts under both:
+        what the per-label minimum of `inference_blocker` asks for)."""
         return {label: len(np.unique(self.patients[self.labels == label])) for label in (0, 1)}
 
+    def patient_groups(self) -> dict[str, int]:
+        """Each patient once: benign slices only, malignant only, or both (the groups sum to the patients)."""
+        per_patient = np.zeros((self.n_patients, 2), bool)
+        per_patient[self.patients, self.labels] = True
+        return {"benign": int((per_patient[:, 0] & ~per_patient[:, 1]).sum()),
+                "malignant": int((per_patient[:, 1] & ~per_patient[:, 0]).sum()),
+                "both": int(per_patient.all(1).sum())}
+
     def describe(self) -> str:
-        per = self.patients_per_label()
-        return (f"{self.n_patients} test patients ({per[0]} benign, {per[1]} malignant), "
+        groups = self.patient_groups()
+        both = f", {groups['both']} with slices of both labels" if groups["both"] else ""
+        return (f"{self.n_patients} test patients ({groups['benign']} benign, {groups['malignant']} malignant{both}), "
                 f"{len(self.labels)} slices")
 
 
@@ -135,25 +154,36 @@ class Resampling:
         return cls(weights, rng.standard_t(max(1, n_seeds - 1), draws), n_seeds)
 
     def combine(self, point: np.ndarray, per_seed: np.ndarray) -> np.ndarray:
-        """[B] draws of the seed mean: its patient-bootstrap draws `per_seed` [B, S] plus a seed term.
+        """[B] draws of the seed mean from its patient-bootstrap draws `per_seed` [B, S] and the S
+        seeds' `point` values [S] on the whole split.
 
-        The spread of the S seeds' `point` values [S] on the whole split holds the seed effect
-        and a patient x seed part that the patient draws already carry; the latter is estimated
-        from the draws (method of moments: a single seed's draw variance minus that of the mean,
-        times S / (S - 1)) and taken off, so no source of variation is counted twice. The seed
-        term is Student t with S - 1 degrees of freedom: a variance from 3 seeds is itself
-        uncertain, and a normal term would make the intervals too short when seeds dominate.
+        The draws' covariance between two seeds is the variance all seeds share (which patients
+        were drawn); the draws are shrunk about their centre to carry that alone. The seed-to-seed
+        spread of `point` holds everything else (the seed effect and each seed's patient x seed
+        part): it enters whole, as var / S times a Student t with S - 1 degrees of freedom, so
+        nothing is counted twice and nothing is taken off an estimate that rests on S - 1 degrees
+        of freedom (taking off and clipping at zero made the intervals too short at 2-5 seeds).
         """
-        mean = np.nanmean(per_seed, axis=1)
         n_seeds = per_seed.shape[1]
         if n_seeds != self.n_seeds:
             raise ValueError(f"these draws were made for {self.n_seeds} seeds, not {n_seeds}")
         if n_seeds < 2:
+            raise ValueError(f"seed variation needs 2 or more seeds, got {n_seeds}: {ONE_SEED}")
+        return self.shared(per_seed) + self.seed_t * math.sqrt(float(np.var(point, ddof=1)) / n_seeds)
+
+    @staticmethod
+    def shared(per_seed: np.ndarray) -> np.ndarray:
+        """[B] the draws of the seed mean, shrunk about their centre to the variance all seeds share:
+        the mean covariance between two seeds' draws, (S var(mean) - mean var(seed)) / (S - 1)."""
+        n_seeds = per_seed.shape[1]
+        mean = np.nanmean(per_seed, axis=1)
+        var_mean = float(np.nanvar(mean))
+        if var_mean == 0:
             return mean
         single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
-        interaction = max(0.0, single - float(np.nanvar(mean))) * n_seeds / (n_seeds - 1)
-        seed_var = max(0.0, float(np.var(point, ddof=1)) - interaction)
-        return mean + self.seed_t * math.sqrt(seed_var / n_seeds)
+        shared = max(0.0, (n_seeds * var_mean - single) / (n_seeds - 1))
+        centre = float(np.nanmean(mean))
+        return centre + (mean - centre) * math.sqrt(shared / var_mean)
 
 
 def metric_draws(cases: Cases, scores: np.ndarray, thresholds: np.ndarray, resampling: Resampling) -> dict:
@@ -207,42 +237,6 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-# --- Patient-level DeLong ----------------------------------------------------------------------------
-
-def patient_scores(cases: Cases, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One score per (patient, label) unit: the mean P(malignant) over its slices; and the unit labels."""
-    units = cases.patients * 2 + cases.labels
-    keys, inverse = np.unique(units, return_inverse=True)
-    totals = np.bincount(inverse, weights=np.asarray(scores, np.float64))
-    return totals / np.bincount(inverse), keys % 2
-
-
-def delong_test(y_true, scores_a, scores_b) -> dict:
-    """DeLong's test for two correlated ROC-AUCs (same cases, two models): both AUCs and the p-value.
-
-    The fast form (Sun & Xu 2014): each AUC's structural components over positives and
-    negatives give the 2 x 2 covariance of the AUC pair; z = (a - b) / sd(a - b), two-sided.
-    When that variance vanishes (e.g. a perfect model against a constant one) the test is
-    undefined, and p is nan: a zero variance is no evidence.
-    """
-    y = np.asarray(y_true).astype(bool)
-    scores = np.stack([np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)])
-    pos, neg = scores[:, y], scores[:, ~y]
-    m, n = pos.shape[1], neg.shape[1]
-    if m < 2 or n < 2:
-        return {"auc_a": math.nan, "auc_b": math.nan, "p": math.nan}
-    psi = (pos[:, :, None] > neg[:, None, :]) + 0.5 * (pos[:, :, None] == neg[:, None, :])
-    v10, v01 = psi.mean(2), psi.mean(1)
-    auc = v10.mean(1)
-    cov = np.cov(v10) / m + np.cov(v01) / n
-    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
-    if var <= 1e-15:
-        p = 1.0 if np.isclose(auc[0], auc[1]) else math.nan
-    else:
-        p = float(2 * scipy.stats.norm.sf(abs(auc[0] - auc[1]) / math.sqrt(var)))
-    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "p": p}
-
-
 # --- A sweep's stage-3 comparisons ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -254,7 +248,6 @@ class ArmSummary:
     metrics: dict  # metric -> Estimate
     deltas: dict  # metric -> Estimate against real-only (empty for real-only itself)
     degenerate: str  # why this arm (or its real-only baseline) carries no claim, '' when it can
-    delong_p: float = math.nan  # patient-level DeLong on seed-mean scores, against real-only
     holm_p: float = math.nan  # the Δ AUC p-value, Holm-adjusted across the sweep's family
 
 
@@ -266,12 +259,10 @@ class Utility:
     draws: int
 
     def method(self) -> str:
-        seeds = {len(a.seeds) for a in self.arms}
-        one_seed = " With one seed, seed-to-seed variation is not in the intervals." if seeds == {1} else ""
+        one_seed = f" Rows with one seed: {ONE_SEED}." if any(len(a.seeds) == 1 for a in self.arms) else ""
         return (f"Every figure rests on {self.cases.describe()} and the seeds listed per row. Intervals are "
                 f"{CONFIDENCE:.0%} percentile intervals and p-values two-sided, from "
-                + RESAMPLED.format(draws=self.draws) + f". {self.family()} DeLong is run on one score per patient "
-                "(the mean P(malignant) over the patient's slices, averaged over seeds)." + one_seed)
+                + RESAMPLED.format(draws=self.draws) + f". {self.family()}" + one_seed)
 
     def family(self) -> str:
         n = self.family_size()
@@ -296,6 +287,8 @@ def utility(results, min_patients_per_label: int, draws: int = DRAWS, seed: int 
         arms.append(_summarise(cases, group, baseline, arm_id == "real", blocker, draws, seed))
     adjusted = holm([a.deltas["roc_auc"].p if a.deltas else math.nan for a in arms])
     arms = [dataclasses.replace(a, holm_p=p) for a, p in zip(arms, adjusted)]
+    if not blocker and all(len(a.seeds) < 2 for a in arms):
+        blocker = f"one training seed per arm: {ONE_SEED}"
     return Utility(cases, arms, blocker, draws)
 
 
@@ -312,12 +305,12 @@ def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, d
         baseline = baseline.iloc[0:0]
     scores, thresholds = _seed_scores(group, seeds)
     resampling = Resampling.draw(cases, len(seeds), draws, seed)
-    claims = not blocker
+    claims = not blocker and len(seeds) >= 2
     drawn = metric_draws(cases, scores, thresholds, resampling)
     point = point_values(cases, scores, thresholds)
     metrics = {m: estimate(point[m], drawn[m], resampling) if claims else
                Estimate(float(np.nanmean(point[m])), math.nan, math.nan, math.nan) for m in METRICS}
-    deltas, delong_p = {}, math.nan
+    deltas = {}
     if not is_baseline and len(baseline):
         base_scores, base_thresholds = _seed_scores(baseline, seeds)
         base_drawn = metric_draws(cases, base_scores, base_thresholds, resampling)
@@ -327,12 +320,8 @@ def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, d
                               with_p=testable)
                   if claims else Estimate(float(np.nanmean(point[m] - base_point[m])), math.nan, math.nan, math.nan)
                   for m in METRICS}
-        if testable:
-            arm_patient, labels = patient_scores(cases, scores.mean(0))
-            base_patient, _ = patient_scores(cases, base_scores.mean(0))
-            delong_p = delong_test(labels, arm_patient, base_patient)["p"]
     return ArmSummary(group.classifier.iloc[0], group.arm_id.iloc[0], tuple(int(s) for s in seeds), metrics, deltas,
-                      degenerate, delong_p)
+                      degenerate)
 
 
 def _degenerate(trials) -> str:

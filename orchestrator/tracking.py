@@ -131,10 +131,10 @@ class SweepTracker:
 
     def log_test_split(self, summary) -> None:
         """What every stage-3 figure rests on, on the parent run: test patients and slices per label."""
-        per = summary.cases.patients_per_label()
+        groups = summary.cases.patient_groups()
         self.log_sweep_figures(
             {"test_patients": summary.cases.n_patients, "test_slices": len(summary.cases.labels),
-             "test_patients_benign": per[0], "test_patients_malignant": per[1]},
+             **{f"test_patients_{group}": n for group, n in groups.items()}},
             tags={"test_split": summary.cases.describe(), "test_inference": summary.blocker or "yes",
                   "degenerate_classifier_arms": str(sum(1 for a in summary.arms if a.degenerate))})
 

