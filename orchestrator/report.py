@@ -16,10 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.plots import plot_audit, plot_forest, plot_roc, plot_validation_curves
-from orchestrator.statistics import Utility
+from orchestrator.statistics import ALPHA, Utility, patients_to_halve
 from trainables.metrics import fid_key_in
 
-ALPHA = 0.05  # a comparison is claimed only when its Holm-adjusted p is below this
 
 
 # --- Tables -------------------------------------------------------------------------------------
@@ -36,7 +35,8 @@ def utility_table(summary: Utility) -> pd.DataFrame:
             row.update({f"Δ {name}": arm.deltas[key].interval() for key, name in METRIC_NAMES.items()
                         if key in ("accuracy", "roc_auc", "sensitivity")})
             row["Δ AUC p (Holm)"] = _p(arm.deltas["roc_auc"].p, arm.holm_p)
-        row["status"] = f"degenerate: {arm.degenerate}" if arm.degenerate else "ok"
+            row["detectable Δ AUC"] = "" if math.isnan(arm.detectable) else f"{arm.detectable:.3f}"
+        row["status"] = (f"degenerate: {arm.degenerate}" if arm.degenerate else arm.seeds_note or "ok")
         rows.append(row)
     columns = list(dict.fromkeys(key for row in rows for key in row if key != "status")) + ["status"]
     return pd.DataFrame(rows, columns=columns).fillna("")
@@ -197,8 +197,10 @@ def utility_findings(summary: Utility) -> list[str]:
         parts = [f"{a.arm_id} {_signed(a.deltas['roc_auc'])}" + (" *" if _claimed(a) else "")
                  for a in arms if a.deltas and not a.degenerate]
         dropped = [a.arm_id for a in arms if a.degenerate]
-        lines.append(f"{classifier} (real only AUC {real.metrics['roc_auc'].interval()}): " + "; ".join(parts)
+        lines.append(f"{classifier} (real only AUC {real.metrics['roc_auc'].interval()}"
+                     + detectable_note(arms, summary.cases.n_patients) + "): " + "; ".join(parts)
                      + (f"; degenerate: {', '.join(dropped)}" if dropped else "") + ".")
+        lines += [f"{classifier} {a.arm_id}: {a.seeds_note}." for a in arms if a.seeds_note]
         lines += oracle_bracket(classifier, arms)
     claimed = [a for a in summary.arms if _claimed(a)]
     lines.append(f"* survives Holm's correction across the {summary.family_size()} comparisons (p < {ALPHA}): "
@@ -206,6 +208,18 @@ def utility_findings(summary: Utility) -> list[str]:
                  f"None of the {summary.family_size()} comparisons with real only survives Holm's correction "
                  f"(p < {ALPHA}).")
     return lines
+
+
+def detectable_note(arms: list, n_patients: int) -> str:
+    """'; this split detects Δ AUC 0.071 or more, ...' for a classifier's tested arms (their median), or ''."""
+    tested = sorted((a for a in arms if not math.isnan(a.detectable)), key=lambda a: a.detectable)
+    if not tested:
+        return ""
+    middle = tested[len(tested) // 2]
+    halve = patients_to_halve(middle.deltas["roc_auc"], n_patients)
+    return (f"; this split detects a Δ AUC of {middle.detectable:.3f} or more at 80 % power and the family's Holm "
+            "level, " + (f"about {halve} test patients would halve that" if halve else
+                         "more seeds, not more test patients, would lower that"))
 
 
 def oracle_bracket(classifier: str, arms: list) -> list[str]:

@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.stats
 
 from trainables.metrics import degenerate_reason
 
 DRAWS = 2000
 CONFIDENCE = 0.95
+ALPHA = 0.05  # a comparison is claimed only when its Holm-adjusted p is below this
 METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity")
 RESAMPLED = ("test patients resampled with replacement (cluster bootstrap, {draws} draws, seeded) for what all "
              "seeds share, plus the whole seed-to-seed spread as a Student t term with seeds - 1 degrees of "
@@ -128,11 +130,20 @@ def weighted_metrics(cases: Cases, scores: np.ndarray, threshold: float, weights
 # --- Arms and paired differences --------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Spread:
+    """Where the variance of a seed mean comes from, split by what would shrink it."""
+    patients: float  # shrinks with more test patients: the bootstrap variance of the seed mean
+    seeds: float  # does not: the seed-to-seed variance beyond each seed's patient x seed part, / S
+
+
+@dataclass(frozen=True)
 class Estimate:
     value: float  # seed mean on the whole test split
     low: float
     high: float
     p: float  # two-sided, against 0 (a difference); nan for an arm's own metric
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B] combined draws
+    spread: Spread | None = field(default=None, repr=False, compare=False)
 
     def interval(self) -> str:
         if math.isnan(self.low):
@@ -148,10 +159,12 @@ class Resampling:
     n_seeds: int
 
     @classmethod
-    def draw(cls, cases: Cases, n_seeds: int, draws: int = DRAWS, seed: int = 0) -> Resampling:
-        rng = np.random.default_rng(seed)
-        weights = patient_weights(cases.n_patients, draws, rng)
-        return cls(weights, rng.standard_t(max(1, n_seeds - 1), draws), n_seeds)
+    def draw(cls, cases: Cases, n_seeds: int, draws: int = DRAWS, seed: int = 0, stream: int = 0) -> Resampling:
+        """The patient draws depend on `seed` alone (every arm is paired on them); the seed term's on
+        `stream` too, so that arms trained independently get independent seed terms."""
+        weights = patient_weights(cases.n_patients, draws, np.random.default_rng(seed))
+        seed_t = np.random.default_rng([seed, stream]).standard_t(max(1, n_seeds - 1), draws)
+        return cls(weights, seed_t, n_seeds)
 
     def combine(self, point: np.ndarray, per_seed: np.ndarray) -> np.ndarray:
         """[B] draws of the seed mean from its patient-bootstrap draws `per_seed` [B, S] and the S
@@ -186,6 +199,21 @@ class Resampling:
         return centre + (mean - centre) * math.sqrt(shared / var_mean)
 
 
+def seed_parts(point: np.ndarray, per_seed: np.ndarray) -> tuple[float, float]:
+    """(between-seed variance of `point` [S], the part of it each seed's patient x seed term explains):
+    the latter is a single seed's bootstrap variance minus the variance all seeds share."""
+    n_seeds = per_seed.shape[1]
+    single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
+    var_mean = float(np.nanvar(np.nanmean(per_seed, axis=1)))
+    shared = max(0.0, (n_seeds * var_mean - single) / (n_seeds - 1))
+    return float(np.var(point, ddof=1)), max(0.0, single - shared)
+
+
+def spread(point: np.ndarray, per_seed: np.ndarray) -> Spread:
+    between, explained = seed_parts(point, per_seed)
+    return Spread(float(np.nanvar(np.nanmean(per_seed, axis=1))), max(0.0, between - explained) / per_seed.shape[1])
+
+
 def metric_draws(cases: Cases, scores: np.ndarray, thresholds: np.ndarray, resampling: Resampling) -> dict:
     """{metric: [B, S]} for one arm's S seeds (scores [S, n], thresholds [S])."""
     per_seed = [weighted_metrics(cases, s, t, resampling.weights) for s, t in zip(scores, thresholds)]
@@ -205,21 +233,127 @@ def estimate(point: np.ndarray, draws: np.ndarray, resampling: Resampling, diffe
 
     Every metric here is a rate in [0, 1] (a difference of two in [-1, 1]); the heavy-tailed seed
     term of few seeds can reach past that, so the interval is clipped to the possible range."""
-    combined = resampling.combine(point, draws)
-    combined = combined[~np.isnan(combined)]
+    raw = resampling.combine(point, draws)
+    combined = raw[~np.isnan(raw)]
     value = float(np.nanmean(point))
     if len(combined) == 0:
         return Estimate(value, math.nan, math.nan, math.nan)
     tail = (1 - CONFIDENCE) / 2
     low, high = np.clip(np.quantile(combined, [tail, 1 - tail]), -1.0 if difference else 0.0, 1.0)
     p = bootstrap_p(combined) if with_p else math.nan
-    return Estimate(value, float(low), float(high), p)
+    return Estimate(value, float(low), float(high), p, raw, spread(point, draws))
 
 
 def bootstrap_p(draws: np.ndarray) -> float:
     """Two-sided bootstrap p-value of 'the difference is 0': never below 2 / (B + 1)."""
     below, above = int((draws <= 0).sum()), int((draws >= 0).sum())
     return min(1.0, 2 * (min(below, above) + 1) / (len(draws) + 1))
+
+
+# --- What a split can detect ------------------------------------------------------------------------
+
+POWER = 0.8
+SEEDS_DISAGREE_P = 0.01  # a seed spread this unlikely under patient x seed variation alone is named
+
+
+def detectable(difference: Estimate, level: float) -> float:
+    """The smallest true difference found with probability POWER at two-sided `level`: the draws'
+    spread about their centre from its 1 - level / 2 quantile to its POWER quantile (1.96 + 0.84
+    standard errors for normal draws at 5 %), so a few seeds' heavy t tails count in full."""
+    if difference.draws is None:
+        return math.nan
+    centred = difference.draws[~np.isnan(difference.draws)]
+    if not len(centred):
+        return math.nan
+    centred = centred - centred.mean()
+    return float(np.quantile(centred, 1 - level / 2) + np.quantile(centred, POWER))
+
+
+def patients_to_halve(difference: Estimate, n_patients: int) -> int | None:
+    """About how many test patients would halve `detectable` (its variance to a quarter), when the
+    patient part can carry that; None when the seeds' own part alone is over a quarter (then more
+    seeds, not patients, would)."""
+    parts = difference.spread
+    if parts is None or parts.patients <= 0:
+        return None
+    target = (parts.patients + parts.seeds) / 4
+    if parts.seeds >= target:
+        return None
+    return math.ceil(n_patients * parts.patients / (target - parts.seeds))
+
+
+def seeds_disagree(point: np.ndarray, per_seed: np.ndarray) -> float:
+    """p of 'the seeds differ only by their patient x seed part' (the bootstrap's estimate of it):
+    (S - 1) between-seed variance / that part, against chi-square with S - 1 degrees of freedom.
+    A collapsed seed among good ones gives a tiny p."""
+    if per_seed.shape[1] < 2:
+        return math.nan
+    between, explained = seed_parts(point, per_seed)
+    if explained <= 0:
+        return 0.0 if between > 0 else 1.0
+    return float(scipy.stats.chi2.sf((per_seed.shape[1] - 1) * between / explained, per_seed.shape[1] - 1))
+
+
+# --- Worth in real patients ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Worth:
+    """Where an arm's AUC meets the oracle's learning curve, in real training patients."""
+    patients: float
+    low: float
+    high: float
+    place: str  # '' on the curve; 'below the scarce set' / 'beyond the largest rung' for the estimate
+
+    def describe(self) -> str:
+        if self.place:
+            return self.place
+        if math.isnan(self.low):
+            return f"worth {self.patients:.0f} real patients"
+        return f"worth {self.patients:.0f} real patients [{self.low:.0f}, {self.high:.0f}]"
+
+
+def patients_at(auc: np.ndarray, rung_patients: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """[B] the patient count at which each learning curve `curve` [B, K] (AUC at `rung_patients` [K],
+    increasing) first reaches `auc` [B], by linear interpolation between rungs. A curve is made
+    non-decreasing first (its running maximum: a rung never counts as worse than a smaller one).
+    Below the first rung gives -inf, beyond the last +inf."""
+    curve = np.maximum.accumulate(np.asarray(curve, np.float64), axis=1)
+    auc = np.asarray(auc, np.float64)
+    out = np.full(len(auc), np.inf)
+    out[auc < curve[:, 0]] = -np.inf
+    reached = curve >= auc[:, None]
+    first = np.argmax(reached, axis=1)
+    on_curve = reached.any(axis=1) & (auc >= curve[:, 0])
+    k = first[on_curve]
+    rows = np.flatnonzero(on_curve)
+    at_first = k == 0
+    out[rows[at_first]] = rung_patients[0]
+    rows, k = rows[~at_first], k[~at_first]
+    y0, y1 = curve[rows, k - 1], curve[rows, k]
+    share = np.where(y1 > y0, (auc[rows] - y0) / np.where(y1 > y0, y1 - y0, 1.0), 1.0)
+    out[rows] = rung_patients[k - 1] + share * (rung_patients[k] - rung_patients[k - 1])
+    out[np.isnan(auc) | np.isnan(curve).any(axis=1)] = np.nan
+    return out
+
+
+def worth(rung_patients, curve: list[Estimate], arm: Estimate) -> Worth:
+    """An arm's AUC placed on the oracle's learning curve: real training patients of equal value.
+
+    The estimate places the arm's seed-mean AUC on the rungs' seed means; the interval repeats that
+    within each draw (same drawn test patients for every rung and the arm, each with its own seed
+    term), so it carries the curve's uncertainty and the arm's. Draws below the first rung or beyond
+    the last count as that end; an interval reaching an end is open there."""
+    rung_patients = np.asarray(rung_patients, np.float64)
+    value = float(patients_at(np.array([arm.value]), rung_patients, np.array([[e.value for e in curve]]))[0])
+    place = ("below the scarce set" if value == -np.inf else "beyond the largest rung" if value == np.inf else "")
+    value = float(np.clip(value, rung_patients[0], rung_patients[-1]))
+    if arm.draws is None or any(e.draws is None for e in curve):
+        return Worth(value, math.nan, math.nan, place)
+    draws = patients_at(arm.draws, rung_patients, np.stack([e.draws for e in curve], axis=1))
+    draws = np.clip(draws[~np.isnan(draws)], rung_patients[0], rung_patients[-1])
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return Worth(value, float(low), float(high), place)
 
 
 # --- Multiplicity -----------------------------------------------------------------------------------
@@ -249,6 +383,8 @@ class ArmSummary:
     deltas: dict  # metric -> Estimate against real-only (empty for real-only itself)
     degenerate: str  # why this arm (or its real-only baseline) carries no claim, '' when it can
     holm_p: float = math.nan  # the Δ AUC p-value, Holm-adjusted across the sweep's family
+    detectable: float = math.nan  # the smallest Δ AUC this split finds at 80 % power, at the family's level
+    seeds_note: str = ""  # the seeds disagree beyond what the test patients explain: each seed's AUC
 
 
 @dataclass(frozen=True)
@@ -282,18 +418,21 @@ def utility(results, min_patients_per_label: int, draws: int = DRAWS, seed: int 
     cases = Cases.of(first.test_labels, first.test_patients)
     blocker = inference_blocker(cases, min_patients_per_label)
     arms = []
-    for (classifier, arm_id), group in results.groupby(["classifier", "arm_id"], sort=False):
+    for stream, ((classifier, arm_id), group) in enumerate(results.groupby(["classifier", "arm_id"], sort=False)):
         baseline = results[(results.classifier == classifier) & (results.arm_id == "real")]
-        arms.append(_summarise(cases, group, baseline, arm_id == "real", blocker, draws, seed))
+        arms.append(_summarise(cases, group, baseline, arm_id == "real", blocker, draws, seed, stream))
     adjusted = holm([a.deltas["roc_auc"].p if a.deltas else math.nan for a in arms])
-    arms = [dataclasses.replace(a, holm_p=p) for a, p in zip(arms, adjusted)]
+    # Holm's first step, the one a single true effect among nulls must pass, is at ALPHA / family size
+    level = ALPHA / max(1, sum(not math.isnan(p) for p in adjusted))
+    arms = [dataclasses.replace(a, holm_p=p, detectable=detectable(a.deltas["roc_auc"], level) if not math.isnan(p)
+                                else math.nan) for a, p in zip(arms, adjusted)]
     if not blocker and all(len(a.seeds) < 2 for a in arms):
         blocker = f"one training seed per arm: {ONE_SEED}"
     return Utility(cases, arms, blocker, draws)
 
 
 def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, draws: int,
-               seed: int) -> ArmSummary:
+               seed: int, stream: int) -> ArmSummary:
     for row in group.itertuples():
         _check_same_cases(cases, row)
     seeds = sorted(set(group.seed) if is_baseline else set(group.seed) & set(baseline.seed))
@@ -304,7 +443,7 @@ def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, d
         seeds = sorted(set(group.seed))
         baseline = baseline.iloc[0:0]
     scores, thresholds = _seed_scores(group, seeds)
-    resampling = Resampling.draw(cases, len(seeds), draws, seed)
+    resampling = Resampling.draw(cases, len(seeds), draws, seed, stream)
     claims = not blocker and len(seeds) >= 2
     drawn = metric_draws(cases, scores, thresholds, resampling)
     point = point_values(cases, scores, thresholds)
@@ -320,8 +459,12 @@ def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, d
                               with_p=testable)
                   if claims else Estimate(float(np.nanmean(point[m] - base_point[m])), math.nan, math.nan, math.nan)
                   for m in METRICS}
+    seeds_note = ""
+    if claims and seeds_disagree(point["roc_auc"], drawn["roc_auc"]) < SEEDS_DISAGREE_P:
+        seeds_note = ("its seeds disagree beyond what the test patients explain (AUC "
+                      + ", ".join(f"seed {s} {v:.3f}" for s, v in zip(seeds, point["roc_auc"])) + ")")
     return ArmSummary(group.classifier.iloc[0], group.arm_id.iloc[0], tuple(int(s) for s in seeds), metrics, deltas,
-                      degenerate)
+                      degenerate, seeds_note=seeds_note)
 
 
 def _degenerate(trials) -> str:

@@ -7,23 +7,29 @@ found; and, by simulation with patient, seed and patient x seed x arm effects
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.optimize
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
-from bench.calibration import Scenario, rates
+from bench.calibration import Scenario, rates, simulated_table, true_delta_auc
 from orchestrator.statistics import (
     Cases,
+    Estimate,
     Resampling,
     estimate,
     holm,
+    patients_to_halve,
     metric_draws,
     point_values,
     utility,
     weighted_metrics,
+    worth,
 )
 
 PATIENTS, SLICES = 40, 3
@@ -176,3 +182,76 @@ def test_a_test_split_with_few_patients_per_label_gets_figures_but_no_inference(
 def test_holm_adjusts_the_worked_example_and_ignores_missing_values():
     adjusted = holm([0.01, 0.04, 0.03, 0.005, math.nan])
     assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(adjusted[4])
+
+
+# --- What a split can detect; seeds that disagree; worth in real patients ----------------------------
+
+@pytest.mark.slow
+def test_a_planted_difference_of_the_detectable_size_is_found_about_80_percent_of_the_time():
+    """The detectable Δ AUC of null splits (their median), planted as a true effect: found in about
+    80 % of new splits (200 splits: Monte-Carlo error about 3 %)."""
+    rng = np.random.default_rng(8)
+    scenario = Scenario(5, seed_sd=0.3)
+    sizes = [next(a for a in utility(simulated_table(scenario, rng), 10, draws=400, seed=i).arms
+                  if a.arm_id == "synthetic:a:1").detectable for i in range(40)]
+    size = float(np.median(sizes))
+    effect = scipy.optimize.brentq(lambda e: true_delta_auc(dataclasses.replace(scenario, effect=e)) - size, 0, 3)
+    found = rates(dataclasses.replace(scenario, effect=effect), splits=200, draws=400, seed=9)
+    assert 0.05 < size < 0.3 and 0.7 <= found.rejected <= 0.9
+
+
+def test_the_detectable_difference_shrinks_with_more_test_patients_and_says_how_many_would_halve_it():
+    small, large = (utility(simulated_table(Scenario(5, seed_sd=0.0, patients=n), np.random.default_rng(10)), 10,
+                            draws=1000) for n in (40, 160))
+    arm_small, arm_large = (next(a for a in u.arms if a.arm_id == "synthetic:a:1") for u in (small, large))
+    assert arm_large.detectable < 0.7 * arm_small.detectable
+    needed = patients_to_halve(arm_small.deltas["roc_auc"], 40)
+    assert needed is not None and 100 <= needed <= 400  # about 4x, more where seeds' own spread shows
+
+
+def test_a_collapsed_seed_is_named_with_each_seeds_auc_and_agreeing_seeds_are_not():
+    rng = np.random.default_rng(11)
+    labels, patients = cohort(rng)
+    results = trials(rng, labels, patients, {"real": 1.5, "synthetic:x:1": 1.5})
+    collapsed = results.index[(results.arm_id == "synthetic:x:1") & (results.seed == 1)][0]
+    results.at[collapsed, "test_scores"] = (0.5 + 0.01 * rng.normal(0, 1, len(labels))).tolist()  # a coin flip
+    arms = {a.arm_id: a for a in utility(results, min_patients_per_label=10, draws=500).arms}
+    assert arms["real"].seeds_note == ""
+    assert "disagree" in arms["synthetic:x:1"].seeds_note and re.search(r"seed 1 0\.[3-5]", arms["synthetic:x:1"].seeds_note)
+
+
+def curve_estimates(values: list[float], noise: float, rng, draws: int = 2000) -> list[Estimate]:
+    """Rung estimates with normal draws of sd `noise` that share a patient-draw component."""
+    shared = rng.normal(0, noise, draws)
+    return [Estimate(v, math.nan, math.nan, math.nan, v + 0.7 * shared + 0.7 * rng.normal(0, noise, draws))
+            for v in values]
+
+
+RUNGS = [18, 36, 54, 90]
+
+
+def test_an_arm_equal_to_a_rung_is_worth_that_rungs_patients_and_between_rungs_is_interpolated():
+    rng = np.random.default_rng(12)
+    curve = curve_estimates([0.70, 0.76, 0.80, 0.84], 0.01, rng)
+    assert worth(RUNGS, curve, curve_estimates([0.80], 0.01, rng)[0]).patients == pytest.approx(54)
+    assert worth(RUNGS, curve, curve_estimates([0.73], 0.01, rng)[0]).patients == pytest.approx(27)
+    assert worth(RUNGS, curve, curve_estimates([0.70], 0.01, rng)[0]).patients == pytest.approx(18)
+
+
+def test_an_arm_off_the_curve_says_where_and_a_dip_in_the_curve_does_not_count():
+    rng = np.random.default_rng(13)
+    curve = curve_estimates([0.70, 0.76, 0.80, 0.84], 0.01, rng)
+    assert worth(RUNGS, curve, curve_estimates([0.60], 0.01, rng)[0]).describe() == "below the scarce set"
+    assert worth(RUNGS, curve, curve_estimates([0.95], 0.01, rng)[0]).describe() == "beyond the largest rung"
+    dipped = curve_estimates([0.70, 0.78, 0.74, 0.84], 0.0, rng)  # rung 3 below rung 2: read as 0.78
+    assert worth(RUNGS, dipped, curve_estimates([0.78], 0.0, rng)[0]).patients == pytest.approx(36)
+
+
+def test_the_worth_interval_holds_the_estimate_and_widens_with_noisier_rungs():
+    widths = []
+    for noise in (0.005, 0.02):
+        rng = np.random.default_rng(14)
+        w = worth(RUNGS, curve_estimates([0.70, 0.76, 0.80, 0.84], noise, rng), curve_estimates([0.78], 0.005, rng)[0])
+        assert w.low <= w.patients <= w.high and w.place == ""
+        widths.append(w.high - w.low)
+    assert widths[1] > 1.5 * widths[0]
