@@ -128,6 +128,10 @@ class ClassifyConfig:
     """Stage 3: a Tune grid of classifier x arm x seed; one recipe for every arm."""
     classifiers: list[str] = field(default_factory=lambda: ["yolov8", "vgg16", "resnet", "mobilenet"])
     ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # synthetic : real
+    # The oracle's learning curve (when data.train_fraction < 1): each rung adds this many times the
+    # training split's patients of each label from the held-out ones (rungs that the pool cannot
+    # supply are dropped at the start, with the numbers)
+    oracle_rungs: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     classic: bool = True  # the real + flips / small rotations arm
     permuted: bool = True  # the negative control: each set at the largest ratio with its labels shuffled
@@ -357,6 +361,9 @@ def _check_stage_settings(config: Config) -> None:
                           f"(known: {', '.join(MODALITIES)})")
     if config.data.roi_mm <= 0 or config.data.pixel_mm < 0 or config.data.slab_mm < 0:
         raise ConfigError("data.roi_mm must be positive, data.pixel_mm and data.slab_mm not negative")
+    rungs = config.classify.oracle_rungs
+    if any(r <= 0 for r in rungs) or rungs != sorted(set(rungs)):
+        raise ConfigError(f"classify.oracle_rungs must be positive and increasing, got {rungs}")
     if not 0 < config.data.train_fraction <= 1:
         raise ConfigError(f"data.train_fraction must lie in (0, 1], got {config.data.train_fraction}")
     if not 0 < config.synth.malignant_fraction < 1:

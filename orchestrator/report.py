@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.plots import plot_audit, plot_forest, plot_roc, plot_validation_curves
-from orchestrator.statistics import ALPHA, Utility, patients_to_halve
+from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
 from trainables.metrics import fid_key_in
 
 
@@ -135,6 +135,64 @@ def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("arch", sort=False).head(1).reset_index(drop=True)
 
 
+def verdict(outcome: SweepOutcome) -> list[str]:
+    """The report's opening, for a clinician-researcher: does the best GAN's data help, by how much, for
+    which classifier, worth how many real patients, against what the split could detect; did the
+    controls behave; how far is the GAN from its floor."""
+    summary = outcome.summary
+    if summary is None:
+        return ["Stage 3 did not run: there is no verdict on what the synthetic images are worth."]
+    if summary.blocker:
+        return [f"No verdict on what the synthetic images are worth: {summary.blocker}."]
+    lines = []
+    for classifier, arms in by_classifier(summary).items():
+        real = next((a for a in arms if a.arm_id == "real"), None)
+        synthetic = [a for a in arms if a.arm_id.startswith("synthetic:") and a.deltas and not a.degenerate]
+        if real is None or real.degenerate or not synthetic:
+            continue
+        best = max(synthetic, key=lambda a: a.deltas["roc_auc"].value)
+        delta, worth_of = best.deltas["roc_auc"], arm_worth(arms).get(best.arm_id)
+        if _claimed(best):
+            found = f"changes its test AUC by {_signed(delta)}, a difference that survives Holm"
+        else:
+            found = f"changes its test AUC by {_signed(delta)}, not a difference this split can claim after Holm's correction"
+            if not math.isnan(best.detectable):
+                found += f" (it detects {best.detectable:.2f} or more at 80 % power)"
+        text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
+        if worth_of is not None:
+            text += f"; {worth_of.describe()}, against {real.real_patients:.0f} in the scarce set"
+        lines.append(text + control_note(arms) + ".")
+    if not lines:
+        lines.append("No classifier has a non-degenerate synthetic arm beside a working real-only baseline: no verdict.")
+    best_gan = outcome.best_generators()
+    fid_key = fid_key_in(best_gan.columns) if best_gan is not None else None
+    if fid_key and f"{fid_key}_floor" in best_gan:
+        row = best_gan.sort_values(fid_key).iloc[0]
+        lines.append(f"The best generator ({row['arch']}) scores {fid_key} {row[fid_key]:.1f} against a real-vs-real "
+                     f"floor of {row[f'{fid_key}_floor']:.1f}.")
+    return lines
+
+
+def control_note(arms: list) -> str:
+    """'; the controls: ...' for one classifier: the oracle's gain (positive) and the permuted labels' (negative)."""
+    notes = []
+    oracles = [a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate]
+    if oracles:
+        top = max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0)
+        notes.append("more real patients help (the positive control works)" if top.deltas["roc_auc"].low > 0 else
+                     "more real patients show no gain either, so this split cannot tell")
+    if any(_claimed(a) for a in arms if a.arm_id.startswith("permuted:") and not a.degenerate):
+        notes.append("the permuted-label control differs from real only, which it should not: read nothing here")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def by_classifier(summary: Utility) -> dict[str, list]:
+    arms: dict[str, list] = {}
+    for arm in summary.arms:
+        arms.setdefault(arm.classifier, []).append(arm)
+    return arms
+
+
 def findings(outcome: SweepOutcome) -> list[str]:
     """The report's first section: each stage's result in a sentence or two, then the caveats."""
     lines = gan_findings(outcome) + [audit_finding(s) for s in outcome.sets]
@@ -185,10 +243,7 @@ def utility_findings(summary: Utility) -> list[str]:
         return [f"Stage 3 on {summary.cases.describe()}: no inferential claim, {summary.blocker}."]
     lines = [f"Stage 3 on {summary.cases.describe()}, Δ AUC against real only with 95 % intervals "
              f"(patient bootstrap with seed variation):"]
-    by_classifier: dict[str, list] = {}
-    for arm in summary.arms:
-        by_classifier.setdefault(arm.classifier, []).append(arm)
-    for classifier, arms in by_classifier.items():
+    for classifier, arms in by_classifier(summary).items():
         real = next((a for a in arms if a.arm_id == "real"), None)
         if real is None or real.degenerate:
             lines.append(f"{classifier}: degenerate ({real.degenerate if real else 'no real-only arm'}); "
@@ -222,24 +277,42 @@ def detectable_note(arms: list, n_patients: int) -> str:
                          "more seeds, not more test patients, would lower that"))
 
 
+def learning_curve(arms: list) -> tuple[list[float], list]:
+    """The oracle's learning curve of one classifier: (real training patients, AUC estimate) of real only
+    and each oracle rung, by patients; empty unless at least two points carry draws."""
+    points = sorted(((a.real_patients, a.metrics["roc_auc"]) for a in arms
+                     if (a.arm_id == "real" or a.arm_id.startswith("oracle:")) and not a.degenerate
+                     and not math.isnan(a.real_patients) and a.metrics["roc_auc"].draws is not None),
+                    key=lambda point: point[0])
+    return ([p for p, _ in points], [e for _, e in points]) if len(points) >= 2 else ([], [])
+
+
+def arm_worth(arms: list) -> dict:
+    """{arm id: Worth} of each synthetic and classic arm placed on its classifier's oracle curve."""
+    patients, curve = learning_curve(arms)
+    if not curve:
+        return {}
+    return {a.arm_id: worth(patients, curve, a.metrics["roc_auc"]) for a in arms
+            if a.arm_id.split(":")[0] in ("synthetic", "classic") and not a.degenerate}
+
+
 def oracle_bracket(classifier: str, arms: list) -> list[str]:
-    """Where each synthetic arm sits between real only and the oracle at the same ratio, when the
-    oracle shows this test split can detect a gain; otherwise (one line) that it cannot."""
-    lines, undetectable = [], []
-    for oracle in (a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate):
-        ratio = oracle.arm_id.split(":")[1]
-        gain = oracle.deltas["roc_auc"]
-        if not gain.low > 0:
-            undetectable.append(f"{_signed(gain)} at {ratio}x")
-            continue
-        for synthetic in (a for a in arms if a.arm_id.startswith("synthetic:") and a.arm_id.endswith(f":{ratio}")
-                          and not a.degenerate):
-            share = synthetic.deltas["roc_auc"].value / gain.value
-            lines.append(f"{classifier}: {synthetic.arm_id} recovers {share:.0%} of the oracle's gain at {ratio}x "
-                         f"({_signed(synthetic.deltas['roc_auc'])} against {_signed(gain)}).")
-    if undetectable:
-        lines.append(f"{classifier}: the oracle (more real patients) gains {'; '.join(undetectable)}, reaching zero: "
-                     "this test split cannot show a gain of that size, from synthetic images or otherwise.")
+    """The positive control (does the largest oracle rung gain?) and, on its learning curve, what each
+    synthetic and classic arm is worth in real patients."""
+    oracles = [a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate]
+    if not oracles:
+        return []
+    top = max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0)
+    gain = top.deltas["roc_auc"]
+    more = f"{top.real_patients:.0f} real patients" if not math.isnan(top.real_patients) else top.arm_id
+    if gain.low > 0:
+        lines = [f"{classifier}: the positive control works: the oracle with {more} gains {_signed(gain)}."]
+    else:
+        lines = [f"{classifier}: the oracle with {more} gains {_signed(gain)}, reaching zero: this test split cannot "
+                 "show a gain of that size, from synthetic images or otherwise."]
+    scarce = next((a.real_patients for a in arms if a.arm_id == "real"), math.nan)
+    for arm_id, w in arm_worth(arms).items():
+        lines.append(f"{classifier}: {arm_id} is {w.describe()} (the scarce set has {scarce:.0f}).")
     return lines
 
 
@@ -282,7 +355,8 @@ def write_report(out_dir: Path, outcome: SweepOutcome) -> list[Path]:
     """report.md (figures beside it) and report.html (one self-contained file) in `out_dir`; returns
     every file written."""
     files: list[Path] = []
-    blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {outcome.sweep_id}"), ("h2", "Findings"),
+    blocks: list[tuple[str, object]] = [("h1", f"medgan-sweep report: {outcome.sweep_id}"), ("h2", "Verdict"),
+                                        ("list", verdict(outcome)), ("h2", "Findings"),
                                         ("list", findings(outcome))]
     blocks += gan_blocks(outcome, out_dir, files)
     for s in outcome.sets:

@@ -385,6 +385,7 @@ class ArmSummary:
     holm_p: float = math.nan  # the Δ AUC p-value, Holm-adjusted across the sweep's family
     detectable: float = math.nan  # the smallest Δ AUC this split finds at 80 % power, at the family's level
     seeds_note: str = ""  # the seeds disagree beyond what the test patients explain: each seed's AUC
+    real_patients: float = math.nan  # real training patients per trial (the oracle's rungs have more)
 
 
 @dataclass(frozen=True)
@@ -463,8 +464,9 @@ def _summarise(cases: Cases, group, baseline, is_baseline: bool, blocker: str, d
     if claims and seeds_disagree(point["roc_auc"], drawn["roc_auc"]) < SEEDS_DISAGREE_P:
         seeds_note = ("its seeds disagree beyond what the test patients explain (AUC "
                       + ", ".join(f"seed {s} {v:.3f}" for s, v in zip(seeds, point["roc_auc"])) + ")")
+    real_patients = float(group.real_patients.mean()) if "real_patients" in group else math.nan
     return ArmSummary(group.classifier.iloc[0], group.arm_id.iloc[0], tuple(int(s) for s in seeds), metrics, deltas,
-                      degenerate, seeds_note=seeds_note)
+                      degenerate, seeds_note=seeds_note, real_patients=real_patients)
 
 
 def _degenerate(trials) -> str:

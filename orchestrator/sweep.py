@@ -252,9 +252,16 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
     from orchestrator.stages import StageContext, stage_runner
     from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
 
+    from orchestrator.stages.classify import fit_ladder, test_split_note
+
     start_ray(args.address)
     plan.config = resolve_resources(plan.config)  # once; a resumed sweep's record holds them already
     print(describe_resources(plan.config))
+    arrays = cohort.as_arrays()
+    plan.config, ladder_note = fit_ladder(plan.config, arrays)  # before any training, with the numbers
+    for note in (ladder_note, test_split_note(plan.config, arrays)):
+        if note:
+            print(note, file=sys.stderr)
     cfg, sweep_id = plan.config, plan.sweep_id
     sweep_path = f"{storage}/{sweep_id}"
     out_dir = args.runs_dir.resolve() / sweep_id
@@ -266,7 +273,6 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
-    arrays = cohort.as_arrays()
     tracker.log_dataset(cohort_dataset(arrays, cohort.fingerprint, cfg.data.modality))
     clock.lap("setup")  # Ray start, resources, MLflow parent run
     if cohort.meta.get("crops"):  # where every crop came from; pseudonyms and numbers only

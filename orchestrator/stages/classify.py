@@ -3,8 +3,9 @@
 A Tune grid (Tune's basic variant generator, not a search) over classifier x arm x seed.
 Arms: `real`; `classic` (real + flips / small rotations); `synthetic:<set>:<ratio>` for each
 synthetic set and mixing ratio; `permuted:<set>:<ratio>`, the set at the largest ratio with
-its labels shuffled (a negative control); `oracle:<ratio>` when `data.train_fraction` < 1, real
-slices of the held-out training patients at each ratio (what a perfect generator could give);
+its labels shuffled (a negative control); `oracle:<rung>` when `data.train_fraction` < 1, the
+slices of rung x as many held-out training patients per label (the learning curve that says what
+more real patients give, and what a synthetic arm is worth in them: `classify.oracle_rungs`);
 and `tstr:<set>`, the train-synthetic-test-real proxy, for one small classifier. Every arm of a
 classifier trains for the same number of optimiser steps (`trainables.classify.loop`). Each
 trial runs `trainables.classify.loop.fit_classifier`, with the same recipe for every arm, in
@@ -13,11 +14,13 @@ one) and the host memory its classifier's training takes.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -75,9 +78,45 @@ def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
     if c.permuted and c.ratios:
         arm_ids += [f"permuted:{name}:{max(c.ratios):g}" for name in set_names]
     if cfg.data.train_fraction < 1:
-        arm_ids += [f"oracle:{ratio:g}" for ratio in c.ratios]
+        arm_ids += [f"oracle:{rung:g}" for rung in c.oracle_rungs]
     cells = [{"classifier": name, "arm_id": arm_id} for name in c.classifiers for arm_id in arm_ids]
     return cells + [{"classifier": c.tstr_classifier, "arm_id": f"tstr:{name}"} for name in set_names]
+
+
+def fit_ladder(cfg: Config, arrays: dict) -> tuple[Config, str]:
+    """The config with the oracle rungs the held-out pool can supply, and what was dropped and why ('' when
+    nothing was): decided once, before any training."""
+    from trainables.classify.loop import oracle_patients
+
+    rungs = cfg.classify.oracle_rungs
+    if cfg.data.train_fraction >= 1 or not rungs:
+        return cfg, ""
+    fitting = []
+    for rung in rungs:
+        try:
+            oracle_patients(arrays, rung, seed=0)
+        except ValueError as err:
+            reason = str(err)
+            break
+        fitting.append(rung)
+    else:
+        return cfg, ""
+    note = (f"stage 3: {reason}; the oracle's learning curve runs to rung {fitting[-1]:g}x" if fitting else
+            f"stage 3: {reason}; the cohort is too small for an oracle ladder and stage 3 runs without one")
+    if len(fitting) == 1:
+        note += " (one rung: a learning curve needs two, so no arm is placed on it)"
+    return dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, oracle_rungs=fitting)), note
+
+
+def test_split_note(cfg: Config, arrays: dict) -> str:
+    """Said at the start when the test split is too small for intervals and p-values ('' when it is not)."""
+    from orchestrator.statistics import Cases, inference_blocker
+    from trainables.cohort import TEST
+
+    test = np.asarray(arrays["split"]) == TEST
+    blocker = inference_blocker(Cases.of(np.asarray(arrays["labels"])[test], np.asarray(arrays["patients"])[test]),
+                                cfg.classify.min_test_patients_per_label)
+    return f"stage 3 will give figures only: {blocker}" if blocker else ""
 
 
 def parse_arm(arm_id: str) -> dict:

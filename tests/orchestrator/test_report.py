@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.report import SweepOutcome, conclusions, findings, utility_table, write_report
+from orchestrator.report import SweepOutcome, conclusions, findings, utility_table, verdict, write_report
 from orchestrator.statistics import utility
 from browser import rendered_dom, screenshot
 
@@ -86,18 +86,37 @@ def test_findings_say_what_each_classifier_gained_and_what_survives_holm(results
     assert lines[-1] == "train fraction 0.15"
 
 
-def test_findings_place_the_synthetic_arm_against_the_oracle(results):
-    oracle = results[results.arm_id == "synthetic:cgan-1:0.5"].assign(arm_id="oracle:0.5")
-    summary = utility(pd.concat([results, oracle]), min_patients_per_label=10, draws=500)
-    lines = findings(SweepOutcome("pet-1", results=results, summary=summary))
-    assert "resnet: synthetic:cgan-1:0.5 recovers 100% of the oracle's gain at 0.5x" in " ".join(lines)
-    # an oracle that gains nothing: the split cannot show a gain of that size
-    flat = results[results.arm_id == "real"].assign(arm_id="oracle:0.5")
-    summary = utility(pd.concat([results, flat]), min_patients_per_label=10, draws=500)
-    lines = findings(SweepOutcome("pet-1", results=results, summary=summary))
-    assert any(line.startswith("resnet: the oracle (more real patients) gains +0.000 [") and line.endswith(
-        "at 0.5x, reaching zero: this test split cannot show a gain of that size, from synthetic images or otherwise.")
-        for line in lines), lines
+def with_ladder(results: pd.DataFrame, top_separation: float) -> pd.DataFrame:
+    """`results` (12 training patients per trial) plus an oracle ladder: rung 1 (24 patients) scores as the
+    synthetic arm does, rung 2 (36 patients) separates the labels by `top_separation`."""
+    rng = np.random.default_rng(1)
+    rung1 = results[results.arm_id == "synthetic:cgan-1:0.5"].assign(arm_id="oracle:1", real_patients=24)
+    rung2 = rung1.assign(arm_id="oracle:2", real_patients=36)
+    rung2["test_scores"] = [list(0.5 + top_separation * (np.array(r.test_labels) - 0.5) + rng.normal(0, 0.1, 48))
+                            for r in rung2.itertuples()]
+    return pd.concat([results.assign(real_patients=12), rung1, rung2], ignore_index=True)
+
+
+def test_findings_and_verdict_say_what_a_synthetic_arm_is_worth_in_real_patients(results):
+    ladder = with_ladder(results, top_separation=0.9)
+    outcome = SweepOutcome("pet-1", results=ladder, summary=utility(ladder, min_patients_per_label=10, draws=500))
+    lines = findings(outcome)
+    assert "resnet: the positive control works: the oracle with 36 real patients gains +" in " ".join(lines)
+    assert "resnet: synthetic:cgan-1:0.5 is worth 24 real patients [" in " ".join(lines)
+    opening = verdict(outcome)[0]
+    assert opening.startswith("resnet: the best synthetic arm (synthetic:cgan-1:0.5) changes its test AUC by +")
+    assert "worth 24 real patients [" in opening and "against 12 in the scarce set" in opening
+    assert opening.endswith("(more real patients help (the positive control works)).")
+
+
+def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell(results):
+    flat = results[results.arm_id == "real"].assign(arm_id="oracle:1", real_patients=24)
+    both = pd.concat([results.assign(real_patients=12), flat], ignore_index=True)
+    outcome = SweepOutcome("pet-1", results=both, summary=utility(both, min_patients_per_label=10, draws=500))
+    assert any(line.startswith("resnet: the oracle with 24 real patients gains +0.000 [") and line.endswith(
+        "reaching zero: this test split cannot show a gain of that size, from synthetic images or otherwise.")
+        for line in findings(outcome))
+    assert "more real patients show no gain either, so this split cannot tell" in verdict(outcome)[0]
 
 
 def test_failed_trials_are_listed_with_their_reason(results, tmp_path):

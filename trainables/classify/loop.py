@@ -6,8 +6,10 @@ Arms (`cfg["arm"]`):
     synthetic     the real training split plus `ratio` x as many synthetic images (class-balanced)
     permuted      as synthetic, with the synthetic images' labels shuffled: "more pictures" without
                   "pictures that carry the label" (a negative control)
-    oracle        the real training split plus `ratio` x as many real slices of the held-out training
-                  patients (`data.train_fraction` < 1): what a perfect generator could give at best
+    oracle        the real training split plus all slices of `ratio` x as many held-out training patients
+                  of each label (`data.train_fraction` < 1): what more real patients give. Its rungs
+                  (ratios) draw the learning curve that other arms are placed on; a larger rung holds
+                  a smaller one's patients
     tstr          the whole synthetic set only: train-synthetic-test-real, a cheap utility proxy
 
 Equal training effort: every arm takes the same number of optimiser steps, `epochs` passes over
@@ -56,7 +58,7 @@ from trainables.metrics import classification_metrics, degenerate_reason
 ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
 # The figures a trial ends with, one number each, and its descriptive strings
 FINAL_METRICS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc", "best_epoch",
-                 "threshold", "train_images", "synthetic_images", "held_out_images", "steps", "samples_seen")
+                 "threshold", "train_images", "real_patients", "synthetic_images", "held_out_images", "steps", "samples_seen")
 FINAL_TAGS = ("init", "device", "torch_threads", "degenerate")
 PREDICTIONS = "predictions"  # the final report's per-slice test scores, and the file that holds them
 MAX_ROTATION_DEG = 10.0  # "small rotations" of the classic arm
@@ -125,7 +127,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
         "init": classifier.init, "device": str(device), "torch_threads": torch.get_num_threads(),
-        "train_images": len(x_train),
+        "train_images": len(x_train), "real_patients": real_patients(cfg, data),
         "synthetic_images": int((source == SYNTHETIC).sum()), "held_out_images": int((source == HELD_OUT_REAL).sum()),
         "steps": steps, "samples_seen": steps * cfg["batch_size"], "degenerate": degenerate,
         **{f"test_{key}": value for key, value in test.items()},
@@ -177,8 +179,11 @@ def training_set(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mappin
         return x_real, y_real, torch.full((len(x_real),), REAL)
     count = round(cfg["ratio"] * len(x_real))
     if cfg["arm"] == "oracle":
-        x_add, y_add = balanced_take(held_out_set(data, cfg["seed"]), count, "held-out real")
-        return _join(x_real, y_real, x_add, y_add, HELD_OUT_REAL)
+        where = np.flatnonzero(np.isin(data["patients"], oracle_patients(data, cfg["ratio"], cfg["seed"]))
+                               & (np.asarray(data["split"]) == HELD_OUT))
+        x_add = torch.from_numpy(np.asarray(data["images"][where], np.float32)).unsqueeze(1)
+        return _join(x_real, y_real, x_add, torch.from_numpy(np.asarray(data["labels"][where], np.int64)),
+                     HELD_OUT_REAL)
     if synthetic is None:
         raise ValueError(f"arm {cfg['arm']!r} needs a synthetic set")
     if cfg["arm"] == "tstr":  # the whole set, as generated (its class ratio included)
@@ -196,11 +201,35 @@ def _join(x_real, y_real, x_add, y_add, kind: int):
     return torch.cat([x_real, x_add]), torch.cat([y_real, y_add]), source
 
 
-def held_out_set(data: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """The held-out training patients' real slices, in a seeded order (what the oracle arm draws from)."""
-    where = np.flatnonzero(np.asarray(data["split"]) == HELD_OUT)
-    where = where[np.random.default_rng(seed).permutation(len(where))]
-    return {"images": data["images"][where], "labels": data["labels"][where]}
+def patient_labels(patients: np.ndarray, labels: np.ndarray) -> dict:
+    """{patient: label}: the majority label of the patient's slices (malignant on a tie)."""
+    codes, inverse = np.unique(patients, return_inverse=True)
+    share = np.bincount(inverse, weights=labels) / np.bincount(inverse)
+    return dict(zip(codes.tolist(), (share >= 0.5).astype(int).tolist()))
+
+
+def oracle_patients(data: Mapping[str, np.ndarray], multiple: float, seed: int) -> np.ndarray:
+    """The held-out patients an oracle rung adds: round(`multiple` x the training split's patients) of
+    each label, the first of a seeded order of the held-out pool (so a larger rung holds a smaller one's)."""
+    split, patients = np.asarray(data["split"]), np.asarray(data["patients"])
+    label_of = patient_labels(patients, np.asarray(data["labels"]))
+    chosen = []
+    for label in (0, 1):
+        n_train = sum(1 for p in np.unique(patients[split == TRAIN]) if label_of[p] == label)
+        pool = np.array([p for p in np.unique(patients[split == HELD_OUT]) if label_of[p] == label])
+        need = round(multiple * n_train)
+        if need > len(pool):
+            raise ValueError(f"the oracle rung {multiple:g}x needs {need} held-out patients of label {label} "
+                             f"({multiple:g} x {n_train} training patients); the cohort holds {len(pool)}")
+        chosen.append(pool[np.random.default_rng([seed, label]).permutation(len(pool))[:need]])
+    return np.concatenate(chosen)
+
+
+def real_patients(cfg: Mapping, data: Mapping[str, np.ndarray]) -> int:
+    """How many real patients an arm trains on: the training split's, plus an oracle rung's."""
+    split = np.asarray(data["split"])
+    n_train = len(np.unique(np.asarray(data["patients"])[split == TRAIN]))
+    return n_train + (len(oracle_patients(data, cfg["ratio"], cfg["seed"])) if cfg["arm"] == "oracle" else 0)
 
 
 def real_split(data: Mapping[str, np.ndarray], code: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,12 @@
 """Stage 3's grid: which arms a config asks for, and the settings each trial gets."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import grid_cells, parse_arm, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, parse_arm, trial_settings
+from trainables.cohort import HELD_OUT, TRAIN
 
 
 def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out():
@@ -12,7 +14,8 @@ def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out(
     assert [c["arm_id"] for c in grid_cells(cfg, ["cgan-1"])] == [
         "real", "classic", "synthetic:cgan-1:0.5", "permuted:cgan-1:0.5", "tstr:cgan-1"]
     scarce = load_config("pet", "smoke", overrides=["classify.ratios=[0.5, 1.0]", "classify.classifiers=[mobilenet]",
-                                                    "synth.size_factor=1.0", "data.train_fraction=0.5"])
+                                                    "synth.size_factor=1.0", "data.train_fraction=0.5",
+                                                    "classify.oracle_rungs=[0.5, 1]"])
     arms = [c["arm_id"] for c in grid_cells(scarce, ["cgan-1"])]
     assert arms[-3:-1] == ["oracle:0.5", "oracle:1"] and "permuted:cgan-1:1" in arms
     assert parse_arm("oracle:0.5") == {"arm": "oracle", "set": "", "ratio": 0.5}
@@ -26,3 +29,19 @@ def test_a_shortened_schedule_applies_to_its_classifier_only_and_must_name_a_tra
     assert trial_settings({**config, "cell": {"classifier": "resnet", "arm_id": "real"}})["epochs"] == 15
     with pytest.raises(ConfigError, match=r"epochs_per_classifier names \['vgg16'\]"):
         load_config("pet", "smoke", overrides=["classify.epochs_per_classifier={vgg16: 3}"])
+
+
+def test_oracle_rungs_the_held_out_pool_cannot_supply_are_dropped_before_training_with_the_numbers(smoke_arrays):
+    """The smoke cohort with half its training patients held out: rung 1 fits (as many held-out patients as
+    training ones, per label, give or take one), rung 4 cannot."""
+    split, patients, labels = smoke_arrays["split"].copy(), smoke_arrays["patients"], smoke_arrays["labels"]
+    for label in (0, 1):
+        of_label = np.unique(patients[(split == TRAIN) & (labels == label)])
+        split[(split == TRAIN) & np.isin(patients, of_label[1::2])] = HELD_OUT
+    scarce = {**smoke_arrays, "split": split}
+    cfg = load_config("pet", "smoke", overrides=["data.train_fraction=0.5", "classify.oracle_rungs=[0.5, 1, 4]"])
+    fitted, note = fit_ladder(cfg, scarce)
+    assert fitted.classify.oracle_rungs == [0.5, 1.0]
+    assert "oracle rung 4x needs" in note and "runs to rung 1x" in note
+    with pytest.raises(ConfigError, match="positive and increasing"):
+        load_config("pet", "smoke", overrides=["classify.oracle_rungs=[2, 1]"])

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
-from trainables.classify.loop import SYNTHETIC, HELD_OUT_REAL, balanced_take, better_candidate, fit_classifier, training_set
+from trainables.classify.loop import (
+    HELD_OUT_REAL,
+    SYNTHETIC,
+    balanced_take,
+    better_candidate,
+    fit_classifier,
+    oracle_patients,
+    patient_labels,
+    real_patients,
+    training_set,
+)
 from trainables.cohort import HELD_OUT, TEST, TRAIN
 
 
@@ -105,16 +115,22 @@ def scarce(smoke_arrays) -> dict:
     return {**smoke_arrays, "split": split}
 
 
-def test_held_out_patients_enter_only_the_oracle_arm_at_the_asked_ratio(scarce, synthetic):
-    held = scarce["split"] == HELD_OUT
-    n_train = int((scarce["split"] == TRAIN).sum())
+def test_an_oracle_rung_adds_whole_held_out_patients_of_each_label_and_a_larger_rung_holds_a_smaller_ones(
+        scarce, synthetic):
+    split, patients, labels = scarce["split"], scarce["patients"], scarce["labels"]
+    n_train = int((split == TRAIN).sum())
     x, y, source = training_set(recipe(arm="real"), scarce, None)
     assert len(x) == n_train and not bool((source != 0).any())
+    train_per_label = [len(np.unique(patients[(split == TRAIN) & (labels == label)])) for label in (0, 1)]
+    half = oracle_patients(scarce, 0.5, seed=0)
+    assert sorted(patient_labels(patients, labels)[p] for p in half).count(1) == round(0.5 * train_per_label[1])
+    assert set(half) <= set(patients[split == HELD_OUT]) and set(half) <= set(oracle_patients(scarce, 1.0, seed=0))
     x, y, source = training_set(recipe(arm="oracle", ratio=0.5), scarce, None)
     added = x[source == HELD_OUT_REAL, 0].numpy()
-    assert len(added) == round(0.5 * n_train) and abs(int(y[source == HELD_OUT_REAL].sum()) * 2 - len(added)) <= 1
-    pool = np.asarray(scarce["images"][held], np.float32)
-    assert all(np.any(np.all(pool == image, axis=(1, 2))) for image in added)  # every one a held-out slice
+    assert len(added) == int(np.isin(patients, half).sum())  # every slice of the chosen patients, nothing else
+    assert real_patients(recipe(arm="oracle", ratio=0.5), scarce) == sum(train_per_label) + len(half)
+    with pytest.raises(ValueError, match="oracle rung 3x needs"):
+        oracle_patients(scarce, 3.0, seed=0)
     x, _, source = training_set(recipe(arm="synthetic", ratio=0.5), scarce, synthetic)
     assert int((source == SYNTHETIC).sum()) == round(0.5 * n_train)
 
