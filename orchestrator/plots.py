@@ -45,6 +45,27 @@ def plot_roc(curves: dict[str, dict], path: Path, title: str = "") -> None:
     _save(fig, path)
 
 
+def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: str = "") -> None:
+    """The oracle's learning curve (test AUC against real training patients, a band from its intervals)
+    and each arm at its worth: curve [{"patients", "auc", "low", "high"}] by patients; arms [{"label",
+    "kind", "patients", "auc", "low", "high"}], "low" / "high" the worth interval in patients (nan: none)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_title(title, fontsize=8, wrap=True)
+    x = [c["patients"] for c in curve]
+    ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], color=ARM_COLOURS["oracle"], alpha=0.15,
+                    label="oracle, 95 % interval")
+    ax.plot(x, [c["auc"] for c in curve], "o-", color=ARM_COLOURS["oracle"], label="oracle (more real patients)")
+    ax.axvline(x[0], color="grey", linestyle=":", label=f"scarce set ({x[0]:.0f} patients)")
+    for arm in arms:
+        colour = ARM_COLOURS.get(arm["kind"], "black")
+        xerr = None if math.isnan(arm["low"]) else [[arm["patients"] - arm["low"]], [arm["high"] - arm["patients"]]]
+        ax.errorbar([arm["patients"]], [arm["auc"]], xerr=xerr, fmt="D", color=colour, capsize=3, label=arm["label"])
+    ax.set_xlabel("real training patients")
+    ax.set_ylabel("test ROC-AUC (seed mean)")
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
 def plot_audit(synthetic_r, real_r, threshold: float, path: Path) -> None:
     """Nearest-training-image correlation of synthetic images beside the real-to-real one."""
     fig, ax = plt.subplots(figsize=(5, 3.2))

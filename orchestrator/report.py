@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.plots import plot_audit, plot_forest, plot_roc, plot_validation_curves
+from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plot_roc, plot_validation_curves
 from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
 from trainables.metrics import fid_key_in
 
@@ -415,6 +415,7 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
         blocks += [("h3", "Each arm against real only"), ("image", path.name),
                    ("p", "Points: the seed mean on the whole test split; bars: 95 % patient-bootstrap intervals. "
                          "Grey: degenerate, not interpreted. *: survives Holm's correction.")]
+    blocks += learning_curve_blocks(summary, out_dir, files)
     blocks += [("h3", "Tables 3-4"), *[("p", line) for line in conclusions(summary)], ("table", table)]
     degenerate = degenerate_trials(results)
     if len(degenerate):
@@ -432,6 +433,29 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
                  f"seed {int(group.seed.iloc[0])}; {summary.cases.describe()}")
         files.append(path)
         blocks += [("h3", f"ROC, {classifier} (seed {int(group.seed.iloc[0])})"), ("image", path.name)]
+    return blocks
+
+
+def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) -> list[tuple[str, object]]:
+    """Per classifier with an oracle ladder: its learning curve with every synthetic and classic arm at its worth."""
+    blocks: list[tuple[str, object]] = []
+    for classifier, arms in by_classifier(summary).items():
+        patients, curve = learning_curve(arms)
+        if not curve:
+            continue
+        by_id = {a.arm_id: a for a in arms}
+        points = [{"label": f"{arm_id}: {w.describe()}", "kind": arm_id.split(":")[0], "patients": w.patients,
+                   "auc": by_id[arm_id].metrics["roc_auc"].value, "low": w.low, "high": w.high}
+                  for arm_id, w in arm_worth(arms).items()]
+        path = out_dir / f"learning_curve_{classifier}.png"
+        plot_learning_curve([{"patients": n, "auc": e.value, "low": e.low, "high": e.high}
+                             for n, e in zip(patients, curve)], points, path,
+                            f"{classifier}: {summary.cases.describe()}; {seed_counts(summary)} per point")
+        files.append(path)
+        blocks += [("h3", f"What the synthetic images are worth in real patients, {classifier}"), ("image", path.name),
+                   ("p", "Green: test AUC with more real training patients (held-out patients added to the scarce "
+                         "set). Each arm sits where that curve reaches its AUC; its bar is the 95 % interval of that "
+                         "place, from the same patient draws (at an end of the curve it is open there).")]
     return blocks
 
 
