@@ -134,6 +134,7 @@ class Spread:
     """Where the variance of a seed mean comes from, split by what would shrink it."""
     patients: float  # shrinks with more test patients: the bootstrap variance of the seed mean
     seeds: float  # does not: the seed-to-seed variance beyond each seed's patient x seed part, / S
+    standard_error: float  # of the seed mean: what all seeds share plus the between-seed variance / S
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,10 @@ def seed_parts(point: np.ndarray, per_seed: np.ndarray) -> tuple[float, float]:
 
 def spread(point: np.ndarray, per_seed: np.ndarray) -> Spread:
     between, explained = seed_parts(point, per_seed)
-    return Spread(float(np.nanvar(np.nanmean(per_seed, axis=1))), max(0.0, between - explained) / per_seed.shape[1])
+    n_seeds = per_seed.shape[1]
+    shared = float(np.nanvar(Resampling.shared(per_seed)))
+    return Spread(float(np.nanvar(np.nanmean(per_seed, axis=1))), max(0.0, between - explained) / n_seeds,
+                  math.sqrt(shared + between / n_seeds))
 
 
 def metric_draws(cases: Cases, scores: np.ndarray, thresholds: np.ndarray, resampling: Resampling) -> dict:
@@ -257,16 +261,17 @@ SEEDS_DISAGREE_P = 0.01  # a seed spread this unlikely under patient x seed vari
 
 
 def detectable(difference: Estimate, level: float) -> float:
-    """The smallest true difference found with probability POWER at two-sided `level`: the draws'
-    spread about their centre from its 1 - level / 2 quantile to its POWER quantile (1.96 + 0.84
-    standard errors for normal draws at 5 %), so a few seeds' heavy t tails count in full."""
-    if difference.draws is None:
+    """The smallest true difference found with probability POWER at two-sided `level`: the distance
+    from the draws' centre to their 1 - level / 2 quantile (where a difference starts to be claimed;
+    a few seeds' heavy t tails count in full there), plus the POWER quantile of the difference's own
+    sampling spread, normal with the standard error (0.84 of it at 80 %)."""
+    if difference.draws is None or difference.spread is None:
         return math.nan
     centred = difference.draws[~np.isnan(difference.draws)]
     if not len(centred):
         return math.nan
-    centred = centred - centred.mean()
-    return float(np.quantile(centred, 1 - level / 2) + np.quantile(centred, POWER))
+    threshold = np.quantile(centred - centred.mean(), 1 - level / 2)
+    return float(threshold + scipy.stats.norm.ppf(POWER) * difference.spread.standard_error)
 
 
 def patients_to_halve(difference: Estimate, n_patients: int) -> int | None:

@@ -9,11 +9,14 @@ the older shape: a few targeted slices through the nodule plus `labels.csv` (who
 input, which ingest still takes).
 
 Each patient gets a thorax (body, two lungs, spine, vessels) and one nodule whose look
-depends on the label, as SPEC.md says: malignant nodules are on average larger, irregular
-or spiculated and take up more FDG; benign ones small, smooth and low-uptake (sometimes
-calcified on CT). Each label has several subtypes (see SUBTYPES) whose ranges overlap, so a
-classifier needs data to learn the task: with 10 % of the training patients it scores
-clearly lower than with all of them (tests/orchestrator/data/test_learnability.py).
+depends on the label the way it does in the clinic: size and FDG uptake overlap almost
+entirely between benign and malignant; malignant nodules more often have an irregular margin
+(lobulated, spiculated) or an uneven inside (a necrotic core, an eccentric focus), benign ones a
+smooth margin and an even inside (sometimes calcified on CT), and a few of each look like the
+other. Each label has several subtypes (see SUBTYPES), so a classifier needs many patients to
+learn the task (tests/orchestrator/data/test_learnability.py). Each nodule's parameters are
+written beside the cohort folder (`truth_path`), never into the DICOM: what an ideal observer
+would use, and the ceiling of what the images allow.
 
 Pixel values are physical: CT in HU (stored + rescale intercept -1024), PET in Bq/ml
 (stored uint16 with a per-slice RescaleSlope), decay-corrected to the series start, with the
@@ -31,7 +34,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from scipy import ndimage
+from scipy import ndimage, optimize, stats
 
 from orchestrator.data.modalities import MODALITIES
 
@@ -50,27 +53,35 @@ class Subtype:
 
     prevalence: float
     radius_mm: tuple[float, float]
-    lobulation: float  # largest amplitude of the boundary harmonics
+    lobulation: tuple[float, float]  # amplitude of the boundary's low harmonics (k = 2, 3): an irregular margin
     spikes: tuple[int, int]  # number of spicules, [low, high)
     spike_length: float  # longest spicule, as a fraction of the radius
     suv_max: tuple[float, float]
     ct_hu: tuple[float, float]
     calcified: float  # probability of a calcified core on CT
+    necrosis: tuple[float, float] = (0.0, 0.0)  # depth of a central cold core (uptake and density), 0-1
+    focus: tuple[float, float] = (0.0, 0.0)  # an eccentric focus of higher uptake, as a share of suv_max
 
 
-# Several subtypes per label, as in the clinic: FDG-avid inflammatory benign nodules and
-# low-uptake ground-glass cancers mean neither size nor uptake alone decides, and a
-# classifier needs enough patients to have seen every kind.
+# Several subtypes per label, as in the clinic. Size and uptake overlap almost entirely between the
+# labels (FDG-avid inflammatory benign nodules, low-uptake cancers); what separates them is the
+# margin (lobulated, spiculated) and the inside (a necrotic core, an eccentric focus), each shown
+# by only some subtypes and partly blurred by PET's resolution. So a classifier needs many patients
+# to learn the task: the default laptop share scores clearly lower than all training patients
+# (tests/orchestrator/data/test_learnability.py), and an ideal observer on the recorded parameters
+# (`nodule_parameters`) gives the ceiling.
 SUBTYPES = {
     "malignant": (
-        Subtype(0.6, (7.0, 14.0), 0.16, (3, 9), 0.9, (4.0, 10.0), (-20, 60), 0.0),  # solid, spiculated
-        Subtype(0.25, (4.0, 7.5), 0.12, (0, 3), 0.5, (2.5, 5.5), (-20, 60), 0.0),  # small solid
-        Subtype(0.15, (8.0, 14.0), 0.06, (0, 1), 0.3, (1.0, 2.5), (-550, -350), 0.0),  # ground glass
+        Subtype(0.30, (6.0, 12.0), (0.05, 0.25), (0, 4), 0.6, (1.8, 6.5), (-20, 60), 0.0, necrosis=(0.4, 0.85)),
+        Subtype(0.30, (4.5, 11.0), (0.05, 0.20), (0, 3), 0.5, (1.5, 6.0), (-20, 60), 0.0, focus=(0.5, 1.2)),
+        Subtype(0.28, (4.5, 12.0), (0.25, 0.40), (2, 6), 0.7, (1.2, 5.0), (-300, 40), 0.0),  # lobulated, spiculated
+        Subtype(0.12, (4.0, 9.0), (0.0, 0.10), (0, 1), 0.3, (1.2, 4.0), (-20, 60), 0.0),  # indolent: looks benign
     ),
     "benign": (
-        Subtype(0.5, (3.0, 6.5), 0.04, (0, 1), 0.3, (0.7, 2.0), (-20, 60), 0.5),  # granuloma
-        Subtype(0.15, (6.0, 11.0), 0.12, (0, 4), 0.5, (3.0, 7.0), (-20, 60), 0.0),  # inflammatory, FDG-avid
-        Subtype(0.35, (5.0, 10.0), 0.10, (0, 1), 0.3, (0.7, 1.8), (-80, 40), 0.3),  # hamartoma
+        Subtype(0.40, (4.0, 11.0), (0.0, 0.10), (0, 1), 0.3, (1.2, 5.5), (-20, 60), 0.4),  # granuloma
+        Subtype(0.28, (5.0, 12.0), (0.05, 0.20), (0, 2), 0.4, (2.0, 6.0), (-20, 60), 0.0),  # inflammatory, FDG-avid
+        Subtype(0.22, (4.0, 10.0), (0.0, 0.12), (0, 1), 0.3, (1.2, 4.5), (-80, 40), 0.2, necrosis=(0.0, 0.4)),
+        Subtype(0.10, (5.0, 12.0), (0.20, 0.35), (1, 5), 0.6, (1.5, 5.0), (-100, 40), 0.0),  # organising: looks malignant
     ),
 }
 
@@ -84,6 +95,9 @@ class Nodule:
     ct_hu: float
     calcified: bool
     centre_mm: tuple[float, float]
+    necrosis: float = 0.0
+    focus: float = 0.0
+    focus_angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,8 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
     lung = (rng.uniform(0.28, 0.34) * body[0], rng.uniform(0.62, 0.72) * body[1])
     subtype = SUBTYPES[label][rng.choice(len(SUBTYPES[label]), p=[t.prevalence for t in SUBTYPES[label]])]
     radius = rng.uniform(*subtype.radius_mm)
-    lobulation = tuple((rng.uniform(0.0, subtype.lobulation), rng.uniform(0, 2 * np.pi)) for _ in range(5))
+    low, high = subtype.lobulation
+    lobulation = tuple((rng.uniform(low, high) / k, rng.uniform(0, 2 * np.pi)) for k in range(1, 5))
     spikes = tuple((rng.uniform(0, 2 * np.pi), rng.uniform(0.3, subtype.spike_length))
                    for _ in range(rng.integers(*subtype.spikes)))
     suv_max = rng.uniform(*subtype.suv_max)
@@ -138,6 +153,9 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
         ct_hu=float(rng.uniform(*subtype.ct_hu)),
         calcified=bool(rng.random() < subtype.calcified),
         centre_mm=(float(centre[0]), float(centre[1])),
+        necrosis=float(rng.uniform(*subtype.necrosis)),
+        focus=float(rng.uniform(*subtype.focus)),
+        focus_angle=float(rng.uniform(0, 2 * np.pi)),
     )
     weight = float(np.round(rng.uniform(50, 100), 1))
     birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 40)))
@@ -240,6 +258,8 @@ def render_ct(p: Patient, view: View, cross_section: float, rng: np.random.Gener
     hu[parts["spine"]] = 450.0
     nodule = _nodule_mask(p, x, y, cross_section) & parts["lungs"]
     hu[nodule] = p.nodule.ct_hu
+    core = _nodule_mask(p, x, y, cross_section * 0.5) & nodule
+    hu[core] -= 60.0 * p.nodule.necrosis  # a necrotic core is a little less dense (fluid, debris)
     if p.nodule.calcified:
         hu[_nodule_mask(p, x, y, cross_section * 0.4) & nodule] = 350.0
     hu = ndimage.gaussian_filter(hu, sigma=CT_BLUR_MM / view.spacing)
@@ -255,8 +275,7 @@ def render_pet_suv(p: Patient, view: View, cross_section: float, rng: np.random.
     suv[parts["lungs"]] = rng.uniform(0.2, 0.8)
     suv[np.hypot(x, y + 0.1 * p.body_axes_mm[1]) <= 0.2 * p.body_axes_mm[1]] = 1.8  # blood pool
     nodule = _nodule_mask(p, x, y, cross_section) & parts["lungs"]
-    n_r = np.hypot(x - p.nodule.centre_mm[0], y - p.nodule.centre_mm[1]) / p.nodule.radius_mm
-    suv[nodule] = p.nodule.suv_max * np.clip(1.1 - 0.4 * n_r[nodule], 0.5, 1.0)
+    suv[nodule] = p.nodule.suv_max * _uptake_profile(p.nodule, x, y)[nodule]
     # Physiological uptake outside the lungs (lymph nodes, oesophagus, brown fat): hot spots
     # that are not nodules, so "brightest pixel" is not the answer and context must be learnt.
     tissue = parts["body"] & ~parts["lungs"]
@@ -267,6 +286,50 @@ def render_pet_suv(p: Patient, view: View, cross_section: float, rng: np.random.
     suv = ndimage.gaussian_filter(suv, sigma=PET_PSF_SIGMA_MM / view.spacing)
     noisy = suv + rng.normal(0.0, 1.0, suv.shape) * p.pet_noise * np.sqrt(np.maximum(suv, 0.0))
     return np.maximum(noisy, 0.0)
+
+
+def _uptake_profile(n: Nodule, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Relative FDG uptake inside a nodule (1 = suv_max): centrally peaked; a necrotic core takes the
+    centre down (a ring of uptake); an eccentric focus adds a hot spot halfway out."""
+    dx, dy = (x - n.centre_mm[0]) / n.radius_mm, (y - n.centre_mm[1]) / n.radius_mm
+    profile = np.clip(1.1 - 0.4 * np.hypot(dx, dy), 0.5, 1.0)
+    profile = profile * (1.0 - n.necrosis * np.exp(-(dx**2 + dy**2) / (2 * 0.3**2)))
+    fx, fy = 0.5 * np.cos(n.focus_angle), 0.5 * np.sin(n.focus_angle)
+    profile = profile + n.focus * np.exp(-((dx - fx) ** 2 + (dy - fy) ** 2) / (2 * 0.25**2))
+    return profile / max(1.0, 1.0 + n.focus)  # the focus is the maximum where there is one
+
+
+def nodule_parameters(p: Patient) -> dict:
+    """A patient's ground-truth nodule parameters: what an ideal observer would use (never in the DICOM)."""
+    n = p.nodule
+    return {"diameter_mm": 2 * n.radius_mm, "suv_max": n.suv_max, "ct_hu": n.ct_hu, "calcified": int(n.calcified),
+            "lobulation": float(sum(amp for amp, _ in n.lobulation)), "spicules": len(n.spikes),
+            "necrosis": n.necrosis, "focus": n.focus, "label": p.label}
+
+
+def ideal_observer_auc(rows: list[dict], folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated ROC-AUC of a logistic regression on recorded nodule parameters (`nodule_parameters`
+    rows; every key but "label" is a feature): how well a reader who saw the true parameters would do,
+    the ceiling a classifier's learning curve is read against."""
+    keys = [k for k in rows[0] if k != "label"]
+    x = np.array([[float(r[k]) for k in keys] for r in rows])
+    y = np.array([r["label"] == "malignant" for r in rows], np.float64)
+    fold = np.random.default_rng(seed).permutation(len(rows)) % folds
+    scores = np.zeros(len(rows))
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        mean, std = x[train].mean(0), x[train].std(0) + 1e-9
+        design = np.c_[np.ones(train.sum()), (x[train] - mean) / std]
+
+        def loss(w: np.ndarray) -> float:  # L2-penalised negative log-likelihood
+            z = design @ w
+            return float(np.sum(np.logaddexp(0, z) - y[train] * z) + 0.5 * np.sum(w[1:] ** 2))
+
+        w = optimize.minimize(loss, np.zeros(design.shape[1]), method="L-BFGS-B").x
+        scores[test] = np.c_[np.ones(test.sum()), (x[test] - mean) / std] @ w
+    ranks = stats.rankdata(scores)
+    n_pos = int(y.sum())
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
 
 
 def slice_cross_sections(p: Patient, slices: int) -> list[tuple[float, float]]:
@@ -474,7 +537,24 @@ def write_phantom_cohort(out: Path, patients: int = 80, modality: str = "both", 
             for j, ds in enumerate(datasets):
                 pydicom.dcmwrite(folder / f"slice_{j:03d}.dcm" if layout == "series" else folder / f"slice_{j:02d}.dcm",
                                  ds, enforce_file_format=True)
+    write_truth(truth_path(out), cohort, modalities, seed)
     return _write_table(out, cohort, modalities, seed, layout)
+
+
+def truth_path(out: Path) -> Path:
+    """Where a cohort's ground-truth nodule parameters go: beside its folder, never inside (ingest reads
+    everything inside) and never in the DICOM."""
+    return out.parent / f"{out.name}-nodule-parameters.csv"
+
+
+def write_truth(path: Path, cohort: list[Patient], modalities: list[str], seed: int) -> None:
+    """One row per series (keyed by its SeriesInstanceUID, as nodules.csv is): `nodule_parameters`."""
+    rows = [{"series_uid": _uid(seed, "series", m, p.index), "modality": m, **nodule_parameters(p)}
+            for p in cohort for m in modalities]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _write_table(out: Path, cohort: list[Patient], modalities: list[str], seed: int, layout: str) -> Path:
