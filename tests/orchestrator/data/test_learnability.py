@@ -1,31 +1,32 @@
-"""The phantom task is learnable but not trivial: more training patients, clearly better AUC.
-
-Measured (seed 11, 160 patients): all 112 training patients 0.888 / 0.879 / 0.902; 4 of them
-0.757 / 0.890 / 0.753. With 10 % (11 patients) the gap was only 0.03 (0.86 against 0.89):
-on nodule crops size and uptake are in plain view, so scarcity starts lower than it did on
-whole slices.
+"""The phantom task is learnable but data-hungry: the laptop preset's share of the training patients
+scores clearly lower than all of them, as the oracle's learning curve needs.
 
 A small CNN on 32 px PET nodule crops (the default cohort's shape: series, nodules.csv, 50 mm
-crops), trained for a fixed number of steps on (a) all training patients and (b) a
-stratified 4 % of them, scored by ROC-AUC on the validation patients. Three seeds each; the
-data go through the real ingest (DICOM series -> crops -> cache -> split).
+crops; the laptop preset's 200 patients and split), trained for a fixed number of steps on (a)
+all 120 training patients and (b) the laptop preset's share of them (`data.train_fraction`,
+stratified), five seeds each, scored on the 80 validation and test patients; the difference
+and its interval come from the sweep's own patient-level statistics. Measured: all patients
+0.73, 15 % (18 patients) 0.57; an ideal observer on the recorded nodule parameters 0.93
+(tests/orchestrator/data/test_phantom.py).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from orchestrator.config import load_config
 from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import write_phantom_cohort
-from trainables.metrics import classification_metrics
+from orchestrator.statistics import utility
 
-PATIENTS, SLICES, SIZE = 160, 8, 32
-STEPS, BATCH = 500, 32
-SHARE = 0.04  # of the training patients: 4 of 112 (crops show size and uptake, so a few patients go far)
+LAPTOP = load_config("pet", "laptop").data
+PATIENTS, SLICES, SIZE = LAPTOP.phantom_patients, LAPTOP.phantom_slices, LAPTOP.size
+STEPS, BATCH, SEEDS = 500, 32, 5
 
 
 def small_cnn() -> nn.Module:
@@ -36,7 +37,7 @@ def small_cnn() -> nn.Module:
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 1))
 
 
-def train_and_score(x_train, y_train, x_val, y_val, seed: int) -> float:
+def train_and_score(x_train, y_train, x_val, seed: int) -> np.ndarray:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = small_cnn()
@@ -51,8 +52,7 @@ def train_and_score(x_train, y_train, x_val, y_val, seed: int) -> float:
         loss.backward()
         opt.step()
     with torch.no_grad():
-        scores = torch.sigmoid(model(torch.from_numpy(x_val)[:, None]).squeeze(1)).numpy()
-    return classification_metrics(y_val, scores)["roc_auc"]
+        return torch.sigmoid(model(torch.from_numpy(x_val)[:, None]).squeeze(1)).numpy()
 
 
 def stratified_patients(patients: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -68,21 +68,26 @@ def stratified_patients(patients: np.ndarray, labels: np.ndarray, share: float, 
 
 
 @pytest.mark.slow
-def test_all_training_patients_beat_ten_percent_of_them(tmp_path, data_cfg):
+def test_all_training_patients_beat_the_laptop_share_of_them(tmp_path, data_cfg):
     write_phantom_cohort(tmp_path / "data", patients=PATIENTS, modality="pet", seed=11, slices=SLICES)
-    cohort = ingest(tmp_path / "data", replace(data_cfg, size=SIZE))
+    cohort = ingest(tmp_path / "data", replace(data_cfg, size=SIZE, split=LAPTOP.split))
     arrays = cohort.as_arrays()
-    train, val = arrays["split"] == 0, arrays["split"] == 1
+    train, scored = arrays["split"] == 0, np.isin(arrays["split"], (1, 2))  # validation and test patients
     x, y, patients = arrays["images"].astype(np.float32), arrays["labels"].astype(np.int64), arrays["patients"]
 
     rows = np.flatnonzero(train)
-    full, tenth = [], []
-    for seed in range(3):
-        few = rows[stratified_patients(patients[rows], y[rows], SHARE, seed)]
-        full.append(train_and_score(x[rows], y[rows], x[val], y[val], seed))
-        tenth.append(train_and_score(x[few], y[few], x[val], y[val], seed))
-
-    print(f"val AUC, all training patients: {np.round(full, 3)}; {SHARE:.0%} of them: {np.round(tenth, 3)}")
-    assert np.mean(full) >= 0.70, "the task should be learnable from the full training split"
-    assert np.mean(full) - np.mean(tenth) >= 0.05, "more patients should clearly help"
-    assert np.mean(full) < 0.99, "the task should not be trivial"
+    trials = []
+    for seed in range(SEEDS):
+        few = rows[stratified_patients(patients[rows], y[rows], LAPTOP.train_fraction, seed)]
+        for arm, chosen in (("real", few), ("oracle:all", rows)):
+            trials.append({"classifier": "cnn", "arm_id": arm, "seed": seed, "threshold": 0.5, "degenerate": "",
+                           "test_scores": train_and_score(x[chosen], y[chosen], x[scored], seed),
+                           "test_labels": y[scored], "test_patients": patients[scored]})
+    summary = utility(pd.DataFrame(trials), min_patients_per_label=10)
+    scarce, full = summary.arms
+    gain = full.deltas["roc_auc"]
+    print(f"AUC on {summary.cases.describe()}: all training patients {full.metrics['roc_auc'].interval()}, "
+          f"{LAPTOP.train_fraction:.0%} of them {scarce.metrics['roc_auc'].interval()}; gain {gain.interval()}")
+    assert full.metrics["roc_auc"].value >= 0.65, "the task should be learnable from the full training split"
+    assert gain.value >= 0.10 and gain.low > 0, "more patients should clearly help"
+    assert full.metrics["roc_auc"].value < 0.95, "the task should not be trivial"
