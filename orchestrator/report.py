@@ -272,8 +272,8 @@ def detectable_note(arms: list, n_patients: int) -> str:
         return ""
     middle = tested[len(tested) // 2]
     halve = patients_to_halve(middle.deltas["roc_auc"], n_patients)
-    return (f"; this split detects a Δ AUC of {middle.detectable:.3f} or more at 80 % power and the family's Holm "
-            "level, " + (f"about {halve} test patients would halve that" if halve else
+    return (f"; its median comparison detects a Δ AUC of {middle.detectable:.3f} or more at 80 % power and the "
+            "family's Holm level, " + (f"about {halve} test patients would halve that" if halve else
                          "more seeds, not more test patients, would lower that"))
 
 
