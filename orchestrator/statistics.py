@@ -187,26 +187,28 @@ class Resampling:
 
     @staticmethod
     def shared(per_seed: np.ndarray) -> np.ndarray:
-        """[B] the draws of the seed mean, shrunk about their centre to the variance all seeds share:
-        the mean covariance between two seeds' draws, (S var(mean) - mean var(seed)) / (S - 1)."""
-        n_seeds = per_seed.shape[1]
+        """[B] the draws of the seed mean, shrunk about their centre to the variance all seeds share."""
         mean = np.nanmean(per_seed, axis=1)
         var_mean = float(np.nanvar(mean))
         if var_mean == 0:
             return mean
-        single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
-        shared = max(0.0, (n_seeds * var_mean - single) / (n_seeds - 1))
         centre = float(np.nanmean(mean))
-        return centre + (mean - centre) * math.sqrt(shared / var_mean)
+        return centre + (mean - centre) * math.sqrt(bootstrap_variances(per_seed)[1] / var_mean)
+
+
+def bootstrap_variances(per_seed: np.ndarray) -> tuple[float, float]:
+    """(a single seed's bootstrap variance, the part all seeds share) of draws `per_seed` [B, S]: the
+    latter is the mean covariance between two seeds' draws, (S var(mean) - mean var(seed)) / (S - 1)."""
+    n_seeds = per_seed.shape[1]
+    single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
+    var_mean = float(np.nanvar(np.nanmean(per_seed, axis=1)))
+    return single, max(0.0, (n_seeds * var_mean - single) / (n_seeds - 1))
 
 
 def seed_parts(point: np.ndarray, per_seed: np.ndarray) -> tuple[float, float]:
     """(between-seed variance of `point` [S], the part of it each seed's patient x seed term explains):
     the latter is a single seed's bootstrap variance minus the variance all seeds share."""
-    n_seeds = per_seed.shape[1]
-    single = float(np.nanmean(np.nanvar(per_seed, axis=0)))
-    var_mean = float(np.nanvar(np.nanmean(per_seed, axis=1)))
-    shared = max(0.0, (n_seeds * var_mean - single) / (n_seeds - 1))
+    single, shared = bootstrap_variances(per_seed)
     return float(np.var(point, ddof=1)), max(0.0, single - shared)
 
 
