@@ -155,7 +155,8 @@ def verdict(outcome: SweepOutcome) -> list[str]:
         if _claimed(best):
             found = f"changes its test AUC by {_signed(delta)}, a difference that survives Holm"
         else:
-            found = f"changes its test AUC by {_signed(delta)}, not a difference this split can claim after Holm's correction"
+            found = (f"changes its test AUC by {_signed(delta)}, not a difference this split can claim after Holm's "
+                     "correction")
             if not math.isnan(best.detectable):
                 found += f" (it detects {best.detectable:.2f} or more at 80 % power)"
         text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
@@ -173,12 +174,18 @@ def verdict(outcome: SweepOutcome) -> list[str]:
     return lines
 
 
-def control_note(arms: list) -> str:
-    """'; the controls: ...' for one classifier: the oracle's gain (positive) and the permuted labels' (negative)."""
-    notes = []
+def top_rung(arms: list):
+    """The oracle arm with the most real patients (its largest rung), None without a usable one."""
     oracles = [a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate]
-    if oracles:
-        top = max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0)
+    return max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0, default=None)
+
+
+def control_note(arms: list) -> str:
+    """' (...)' for one classifier: what the oracle's gain (positive control) and the permuted labels'
+    (negative control) say, or ''."""
+    notes = []
+    top = top_rung(arms)
+    if top is not None:
         notes.append("more real patients help (the positive control works)" if top.deltas["roc_auc"].low > 0 else
                      "more real patients show no gain either, so this split cannot tell")
     if any(_claimed(a) for a in arms if a.arm_id.startswith("permuted:") and not a.degenerate):
@@ -299,10 +306,9 @@ def arm_worth(arms: list) -> dict:
 def oracle_bracket(classifier: str, arms: list) -> list[str]:
     """The positive control (does the largest oracle rung gain?) and, on its learning curve, what each
     synthetic and classic arm is worth in real patients."""
-    oracles = [a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate]
-    if not oracles:
+    top = top_rung(arms)
+    if top is None:
         return []
-    top = max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0)
     gain = top.deltas["roc_auc"]
     more = f"{top.real_patients:.0f} real patients" if not math.isnan(top.real_patients) else top.arm_id
     if gain.low > 0:
