@@ -273,7 +273,7 @@ def utility_findings(summary: Utility) -> list[str]:
 
 
 def detectable_note(arms: list, n_patients: int) -> str:
-    """'; this split detects Δ AUC 0.071 or more, ...' for a classifier's tested arms (their median), or ''."""
+    """'; its median comparison detects a Δ AUC of 0.071 or more, ...' for a classifier's tested arms, or ''."""
     tested = sorted((a for a in arms if not math.isnan(a.detectable)), key=lambda a: a.detectable)
     if not tested:
         return ""

@@ -53,7 +53,7 @@ class Subtype:
 
     prevalence: float
     radius_mm: tuple[float, float]
-    lobulation: tuple[float, float]  # amplitude of the boundary's low harmonics (k = 2, 3): an irregular margin
+    lobulation: tuple[float, float]  # boundary harmonics k = 2-5, amplitude this / (k - 1): an irregular margin
     spikes: tuple[int, int]  # number of spicules, [low, high)
     spike_length: float  # longest spicule, as a fraction of the radius
     suv_max: tuple[float, float]

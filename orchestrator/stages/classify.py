@@ -29,7 +29,7 @@ from orchestrator.config import Config
 from orchestrator.report import conclusions, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
-from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
+from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier, oracle_patients
 from trainables.classify.models import training_memory_bytes
 
 EXPERIMENT = "classify"
@@ -86,8 +86,6 @@ def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
 def fit_ladder(cfg: Config, arrays: dict) -> tuple[Config, str]:
     """The config with the oracle rungs the held-out pool can supply, and what was dropped and why ('' when
     nothing was): decided once, before any training."""
-    from trainables.classify.loop import oracle_patients
-
     rungs = cfg.classify.oracle_rungs
     if cfg.data.train_fraction >= 1 or not rungs:
         return cfg, ""
@@ -103,8 +101,6 @@ def fit_ladder(cfg: Config, arrays: dict) -> tuple[Config, str]:
         return cfg, ""
     note = (f"stage 3: {reason}; the oracle's learning curve runs to rung {fitting[-1]:g}x" if fitting else
             f"stage 3: {reason}; the cohort is too small for an oracle ladder and stage 3 runs without one")
-    if len(fitting) == 1:
-        note += " (one rung: a learning curve needs two, so no arm is placed on it)"
     return dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, oracle_rungs=fitting)), note
 
 
