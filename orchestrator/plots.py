@@ -13,9 +13,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from trainables.classify.arms import ARM_KINDS  # noqa: E402
+
 LABELS = ("benign", "malignant")
-ARM_COLOURS = {"synthetic": "tab:blue", "oracle": "tab:green", "classic": "tab:orange", "permuted": "tab:purple",
-               "tstr": "tab:brown"}
 DEGENERATE_COLOUR = "#bbbbbb"
 
 
@@ -52,12 +52,12 @@ def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.set_title(title, fontsize=8, wrap=True)
     x = [c["patients"] for c in curve]
-    ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], color=ARM_COLOURS["oracle"], alpha=0.15,
+    ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], color=ARM_KINDS["oracle"].colour, alpha=0.15,
                     label="oracle, 95 % interval")
-    ax.plot(x, [c["auc"] for c in curve], "o-", color=ARM_COLOURS["oracle"], label="oracle (more real patients)")
+    ax.plot(x, [c["auc"] for c in curve], "o-", color=ARM_KINDS["oracle"].colour, label="oracle (more real patients)")
     ax.axvline(x[0], color="grey", linestyle=":", label=f"scarce set ({x[0]:.0f} patients)")
     for arm in arms:
-        colour = ARM_COLOURS.get(arm["kind"], "black")
+        colour = ARM_KINDS[arm["kind"]].colour
         xerr = None if math.isnan(arm["low"]) else [[arm["patients"] - arm["low"]], [arm["high"] - arm["patients"]]]
         ax.errorbar([arm["patients"]], [arm["auc"]], xerr=xerr, fmt="D", color=colour, capsize=3, label=arm["label"])
     ax.set_xlabel("real training patients")
@@ -149,7 +149,7 @@ def forest_figure(rows: list[dict], title: str):
                 if math.isfinite(value):
                     ax.plot([value], [at], "o", color=DEGENERATE_COLOUR, markerfacecolor="none", markersize=5)
                 continue
-            colour = ARM_COLOURS.get(row["arm"], "black")
+            colour = ARM_KINDS[row["arm"]].colour
             if math.isfinite(low) and math.isfinite(high):
                 ax.plot([low, high], [at, at], color=colour, linewidth=2)
             if math.isfinite(value):

@@ -147,7 +147,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
     lines = []
     for classifier, arms in by_classifier(summary).items():
         real = next((a for a in arms if a.arm_id == "real"), None)
-        synthetic = [a for a in arms if a.arm_id.startswith("synthetic:") and a.deltas and not a.degenerate]
+        synthetic = [a for a in arms if a.arm.kind == "synthetic" and a.deltas and not a.degenerate]
         if real is None or real.degenerate or not synthetic:
             continue
         best = max(synthetic, key=lambda a: a.deltas["roc_auc"].value)
@@ -176,7 +176,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
 
 def top_rung(arms: list):
     """The oracle arm with the most real patients (its largest rung), None without a usable one."""
-    oracles = [a for a in arms if a.arm_id.startswith("oracle:") and a.deltas and not a.degenerate]
+    oracles = [a for a in arms if a.arm.kind == "oracle" and a.deltas and not a.degenerate]
     return max(oracles, key=lambda a: a.real_patients if not math.isnan(a.real_patients) else 0, default=None)
 
 
@@ -188,7 +188,7 @@ def control_note(arms: list) -> str:
     if top is not None:
         notes.append("more real patients help (the positive control works)" if top.deltas["roc_auc"].low > 0 else
                      "more real patients show no gain either, so this split cannot tell")
-    if any(_claimed(a) for a in arms if a.arm_id.startswith("permuted:") and not a.degenerate):
+    if any(_claimed(a) for a in arms if a.arm.kind == "permuted" and not a.degenerate):
         notes.append("the permuted-label control differs from real only, which it should not: read nothing here")
     return f" ({'; '.join(notes)})" if notes else ""
 
@@ -288,7 +288,7 @@ def learning_curve(arms: list) -> tuple[list[float], list]:
     """The oracle's learning curve of one classifier: (real training patients, AUC estimate) of real only
     and each oracle rung, by patients; empty unless at least two points carry draws."""
     points = sorted(((a.real_patients, a.metrics["roc_auc"]) for a in arms
-                     if (a.arm_id == "real" or a.arm_id.startswith("oracle:")) and not a.degenerate
+                     if a.arm.kind in ("real", "oracle") and not a.degenerate
                      and not math.isnan(a.real_patients) and a.metrics["roc_auc"].draws is not None),
                     key=lambda point: point[0])
     return ([p for p, _ in points], [e for _, e in points]) if len(points) >= 2 else ([], [])
@@ -300,7 +300,7 @@ def arm_worth(arms: list) -> dict:
     if not curve:
         return {}
     return {a.arm_id: worth(patients, curve, a.metrics["roc_auc"]) for a in arms
-            if a.arm_id.split(":")[0] in ("synthetic", "classic") and not a.degenerate}
+            if a.arm.spec.placed_on_curve and not a.degenerate}
 
 
 def oracle_bracket(classifier: str, arms: list) -> list[str]:
@@ -334,7 +334,7 @@ def _signed(e) -> str:
 
 def forest_rows(summary: Utility) -> list[dict]:
     """One row per classifier x arm with a difference to real only, for `plot_forest`."""
-    return [{"label": f"{a.classifier} · {a.arm_id}", "arm": a.arm_id.split(":")[0], "degenerate": bool(a.degenerate),
+    return [{"label": f"{a.classifier} · {a.arm_id}", "arm": a.arm.kind, "degenerate": bool(a.degenerate),
              "claimed": _claimed(a), **{f"Δ {name}": (e.value, e.low, e.high) for key, name in
                                         (("roc_auc", "AUC"), ("sensitivity", "sensitivity"))
                                         for e in [a.deltas[key]]}}
@@ -450,7 +450,7 @@ def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) ->
         if not curve:
             continue
         by_id = {a.arm_id: a for a in arms}
-        points = [{"label": f"{arm_id}: {w.describe()}", "kind": arm_id.split(":")[0], "patients": w.patients,
+        points = [{"label": f"{arm_id}: {w.describe()}", "kind": by_id[arm_id].arm.kind, "patients": w.patients,
                    "auc": by_id[arm_id].metrics["roc_auc"].value, "low": w.low, "high": w.high}
                   for arm_id, w in arm_worth(arms).items()]
         path = out_dir / f"learning_curve_{classifier}.png"

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.stats
 
+from trainables.classify.arms import Arm
 from trainables.metrics import degenerate_reason
 
 DRAWS = 2000
@@ -394,6 +395,10 @@ class ArmSummary:
     seeds_note: str = ""  # the seeds disagree beyond what the test patients explain: each seed's AUC
     real_patients: float = math.nan  # real training patients per trial (the oracle's rungs have more)
 
+    @property
+    def arm(self) -> Arm:
+        return Arm.parse(self.arm_id)
+
 
 @dataclass(frozen=True)
 class Utility:
@@ -413,7 +418,7 @@ class Utility:
         if not n:
             return "No comparison here carries a p-value (see the status column and the notes)."
         return (f"The Δ AUC p-values are Holm-corrected across the {n} comparison(s) with real only in this sweep "
-                "(degenerate arms excluded).")
+                "(degenerate arms and the train-synthetic-test-real proxy excluded).")
 
     def family_size(self) -> int:
         return sum(1 for a in self.arms if not math.isnan(a.holm_p))
@@ -429,7 +434,8 @@ def utility(results, min_patients_per_label: int, draws: int = DRAWS, seed: int 
     for stream, ((classifier, arm_id), group) in enumerate(results.groupby(["classifier", "arm_id"], sort=False)):
         baseline = results[(results.classifier == classifier) & (results.arm_id == "real")]
         arms.append(_summarise(cases, group, baseline, arm_id == "real", blocker, draws, seed, stream))
-    adjusted = holm([a.deltas["roc_auc"].p if a.deltas else math.nan for a in arms])
+    # the family: every arm of a compared kind with a difference to real only (`ArmKind.compared`)
+    adjusted = holm([a.deltas["roc_auc"].p if a.deltas and a.arm.spec.compared else math.nan for a in arms])
     # Holm's first step, the one a single true effect among nulls must pass, is at ALPHA / family size
     level = ALPHA / max(1, sum(not math.isnan(p) for p in adjusted))
     arms = [dataclasses.replace(a, holm_p=p, detectable=detectable(a.deltas["roc_auc"], level) if not math.isnan(p)

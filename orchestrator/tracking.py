@@ -26,6 +26,7 @@ from orchestrator.mlflow_writes import Writes
 from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.stages.classify import read_predictions
 from orchestrator.storage import checkpoint_uri, read_file
+from trainables.classify.arms import Arm
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS
 from trainables.gan.checkpoint import GRID_FILE
 from trainables.gan.loop import TRAINING_METRICS
@@ -264,7 +265,9 @@ class ClassifierTrialLogger(ChildRunLogger):
     def run_tags(self, trial) -> dict[str, str]:
         """What the runs table groups by: classifier, arm (kind and id), seed."""
         cell = trial.config["cell"]
-        return {"classifier": cell["classifier"], "arm": cell["arm_id"].split(":")[0], "arm_id": cell["arm_id"],
+        arm = Arm.parse(cell["arm_id"])
+        return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
+                **({"ratio": f"{arm.ratio:g}"} if arm.ratio else {}), **({"synthetic_set": arm.set} if arm.set else {}),
                 "seed": str(trial.config["seed"])}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -29,7 +29,8 @@ from orchestrator.config import Config
 from orchestrator.report import conclusions, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
-from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier, oracle_patients
+from trainables.classify.arms import Arm, oracle_patients
+from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
 
 EXPERIMENT = "classify"
@@ -73,14 +74,14 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
 def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
     """Every (classifier, arm) pair of the grid; the TSTR proxy arm only for `tstr_classifier`."""
     c = cfg.classify
-    arm_ids = ["real"] + (["classic"] if c.classic else [])
-    arm_ids += [f"synthetic:{name}:{ratio:g}" for name in set_names for ratio in c.ratios]
+    arms = [Arm("real")] + ([Arm("classic")] if c.classic else [])
+    arms += [Arm("synthetic", name, ratio) for name in set_names for ratio in c.ratios]
     if c.permuted and c.ratios:
-        arm_ids += [f"permuted:{name}:{max(c.ratios):g}" for name in set_names]
+        arms += [Arm("permuted", name, max(c.ratios)) for name in set_names]
     if cfg.data.train_fraction < 1:
-        arm_ids += [f"oracle:{rung:g}" for rung in c.oracle_rungs]
-    cells = [{"classifier": name, "arm_id": arm_id} for name in c.classifiers for arm_id in arm_ids]
-    return cells + [{"classifier": c.tstr_classifier, "arm_id": f"tstr:{name}"} for name in set_names]
+        arms += [Arm("oracle", ratio=rung) for rung in c.oracle_rungs]
+    cells = [{"classifier": name, "arm_id": arm.id} for name in c.classifiers for arm in arms]
+    return cells + [{"classifier": c.tstr_classifier, "arm_id": Arm("tstr", name).id} for name in set_names]
 
 
 def fit_ladder(cfg: Config, arrays: dict) -> tuple[Config, str]:
@@ -115,21 +116,12 @@ def test_split_note(cfg: Config, arrays: dict) -> str:
     return f"stage 3 will give figures only: {blocker}" if blocker else ""
 
 
-def parse_arm(arm_id: str) -> dict:
-    """`synthetic:cgan-1a2b:0.5` -> {"arm": "synthetic", "set": "cgan-1a2b", "ratio": 0.5};
-    `oracle:0.5` -> {"arm": "oracle", "set": "", "ratio": 0.5}."""
-    kind, *rest = arm_id.split(":")
-    if kind == "oracle":
-        rest = ["", *rest]
-    return {"arm": kind, "set": rest[0] if rest else "", "ratio": float(rest[1]) if len(rest) > 1 else 0.0}
-
-
 def trial_settings(config: dict) -> dict:
     """What `fit_classifier` gets for a trial's config (its grid cell, seed and the recipe): the one
     place stage 3 and `reproduce` build it."""
     cell = config["cell"]
     classifier = cell["classifier"]
-    return {**config, **cell, **parse_arm(cell["arm_id"]), "weights": config["weights"].get(classifier, ""),
+    return {**config, **cell, **Arm.parse(cell["arm_id"]).settings(), "weights": config["weights"].get(classifier, ""),
             "epochs": config.get("epochs_per_classifier", {}).get(classifier, config["epochs"])}
 
 
@@ -209,7 +201,7 @@ def results_table(results: tune.ResultGrid) -> pd.DataFrame:
             continue
         cell = result.config["cell"]
         predictions = read_predictions(result.checkpoint)
-        rows.append({**cell, "seed": result.config["seed"], **parse_arm(cell["arm_id"]),
+        rows.append({**cell, "seed": result.config["seed"], **Arm.parse(cell["arm_id"]).settings(),
                      **{k: final.get(k) for k in FINAL_METRICS}, "degenerate": final.get("degenerate", ""),
                      **{f"test_{k}": predictions[k] for k in ("scores", "labels", "patients", "roc")}})
     return pd.DataFrame(rows)

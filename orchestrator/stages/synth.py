@@ -32,6 +32,7 @@ from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
 from orchestrator.plots import LABELS, plot_image_rows
 from orchestrator.stages import StageContext
+from trainables.classify.arms import label_counts
 from trainables.cohort import TRAIN
 from trainables.metrics import nearest_correlation
 
@@ -83,8 +84,7 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
                                     train_patients, train_patients)
     threshold = synth.audit_threshold if synth.audit_threshold is not None else float(real_r.max())
     total = round(synth.size_factor * int(train.sum()))
-    per_label = {1: round(total * synth.malignant_fraction)}
-    per_label[0] = total - per_label[1]
+    per_label = label_counts(total, synth.malignant_fraction)
 
     selected = select_checkpoints(table, synth.per_arch)
     gpus = synth.gpus_per_task or 0  # resolved at the edge (sweep.resolve_resources)

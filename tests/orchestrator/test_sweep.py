@@ -18,6 +18,7 @@ from orchestrator.data.phantom import make_patients
 from orchestrator.reproduce import main as reproduce_main
 from orchestrator.sweep import main as sweep_main
 from orchestrator.tracking import runs_page
+from trainables.classify.arms import Arm
 from browser import rendered_dom, screenshot
 from sweeps import EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_runs, wait_for
 
@@ -227,7 +228,9 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
         # the runs table groups by these
         assert run.data.tags["classifier"] == run.data.params["cell.classifier"]
         assert run.data.tags["arm_id"] == run.data.params["cell.arm_id"]
-        assert run.data.tags["arm"] == run.data.tags["arm_id"].split(":")[0]
+        arm_of_run = Arm.parse(run.data.tags["arm_id"])  # the arm's kind, role and ratio, each a tag
+        assert (run.data.tags["arm"], run.data.tags["arm_role"]) == (arm_of_run.kind, arm_of_run.spec.role)
+        assert run.data.tags.get("ratio", "") == (f"{arm_of_run.ratio:g}" if arm_of_run.ratio else "")
         row = next(line for line in report.splitlines()
                    if line.startswith(f"| {run.data.params['cell.classifier']} | {run.data.params['cell.arm_id']} |"))
         assert run.data.tags["degenerate"] == "no" or "degenerate" in row  # a degenerate trial is named as such

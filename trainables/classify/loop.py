@@ -1,16 +1,5 @@
-"""One training recipe for every classifier and every arm; only the training data differs.
-
-Arms (`cfg["arm"]`):
-    real          the real training split
-    classic       the real training split with flips and small rotations
-    synthetic     the real training split plus `ratio` x as many synthetic images (class-balanced)
-    permuted      as synthetic, with the synthetic images' labels shuffled: "more pictures" without
-                  "pictures that carry the label" (a negative control)
-    oracle        the real training split plus all slices of `ratio` x as many held-out training patients
-                  of each label (`data.train_fraction` < 1): what more real patients give. Its rungs
-                  (ratios) draw the learning curve that other arms are placed on; a larger rung holds
-                  a smaller one's patients
-    tstr          the whole synthetic set only: train-synthetic-test-real, a cheap utility proxy
+"""One training recipe for every classifier and every arm; only the training data differs
+(`trainables.classify.arms`: what each arm trains on).
 
 Equal training effort: every arm takes the same number of optimiser steps, `epochs` passes over
 the *real* training split's batches (samples seen = steps x batch size), whatever the size of its
@@ -48,33 +37,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc, binary_roc
-from torchvision.transforms.v2 import functional as TF
 
+from trainables.classify.arms import (HELD_OUT_REAL, SYNTHETIC, Arm, classic_augment, real_patients, real_split,
+                                     training_set)
 from trainables.classify.models import build_classifier
-from trainables.cohort import HELD_OUT, TEST, TRAIN, VAL
+from trainables.cohort import TEST, TRAIN, VAL
 from trainables.device import autocast, trial_device
 from trainables.metrics import classification_metrics, degenerate_reason
 
-ARMS = ("real", "classic", "synthetic", "permuted", "oracle", "tstr")
 # The figures a trial ends with, one number each, and its descriptive strings
 FINAL_METRICS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc", "best_epoch",
                  "threshold", "train_images", "real_patients", "synthetic_images", "held_out_images", "steps", "samples_seen")
 FINAL_TAGS = ("init", "device", "torch_threads", "degenerate")
 PREDICTIONS = "predictions"  # the final report's per-slice test scores, and the file that holds them
-MAX_ROTATION_DEG = 10.0  # "small rotations" of the classic arm
-REAL, SYNTHETIC, HELD_OUT_REAL = 0, 1, 2  # where a training image came from (`source`)
 
 
 def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None,
                    report: Callable[[dict], None]) -> dict:
-    if cfg["arm"] not in ARMS:
-        raise ValueError(f"unknown arm {cfg['arm']!r}; choose from {ARMS}")
+    arm = Arm.of(cfg)
     device = trial_device(cfg.get("gpus", 0))
     precision = autocast(device, cfg.get("bf16", False))
     torch.manual_seed(cfg["seed"])
     rng = torch.Generator().manual_seed(cfg["seed"])
 
-    x_train, y_train, source = training_set(cfg, data, synthetic)
+    x_train, y_train, source = training_set(arm, data, synthetic, cfg["seed"])
     x_val, y_val = real_split(data, VAL)
     x_test, y_test = real_split(data, TEST)
     x_train, y_train, x_val, x_test = (t.to(device) for t in (x_train, y_train, x_val, x_test))
@@ -95,7 +81,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
         for _ in range(steps_per_epoch):
             idx = next(batches).to(device)
             x = x_train[idx]
-            if cfg["arm"] == "classic":
+            if arm.spec.augments:
                 x = classic_augment(x, rng)
             with precision:
                 loss = F.cross_entropy(model(x).float(), y_train[idx])
@@ -127,7 +113,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     final = {
         "epoch": best["epoch"], "best_epoch": best["epoch"], "best_val_auc": best["val_auc"], "threshold": threshold,
         "init": classifier.init, "device": str(device), "torch_threads": torch.get_num_threads(),
-        "train_images": len(x_train), "real_patients": real_patients(cfg, data),
+        "train_images": len(x_train), "real_patients": real_patients(arm, data, cfg["seed"]),
         "synthetic_images": int((source == SYNTHETIC).sum()), "held_out_images": int((source == HELD_OUT_REAL).sum()),
         "steps": steps, "samples_seen": steps * cfg["batch_size"], "degenerate": degenerate,
         **{f"test_{key}": value for key, value in test.items()},
@@ -170,98 +156,6 @@ def batch_indices(n: int, batch_size: int, rng: torch.Generator):
     while True:
         order = torch.randperm(n, generator=rng)
         yield from order.split(batch_size)
-
-
-def training_set(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapping[str, np.ndarray] | None):
-    """Images [N, 1, S, S], labels [N] and source [N] (REAL, SYNTHETIC or HELD_OUT_REAL) for this arm."""
-    x_real, y_real = real_split(data, TRAIN)
-    if cfg["arm"] in ("real", "classic"):
-        return x_real, y_real, torch.full((len(x_real),), REAL)
-    count = round(cfg["ratio"] * len(x_real))
-    if cfg["arm"] == "oracle":
-        where = np.flatnonzero(np.isin(data["patients"], oracle_patients(data, cfg["ratio"], cfg["seed"]))
-                               & (np.asarray(data["split"]) == HELD_OUT))
-        x_add = torch.from_numpy(np.asarray(data["images"][where], np.float32)).unsqueeze(1)
-        return _join(x_real, y_real, x_add, torch.from_numpy(np.asarray(data["labels"][where], np.int64)),
-                     HELD_OUT_REAL)
-    if synthetic is None:
-        raise ValueError(f"arm {cfg['arm']!r} needs a synthetic set")
-    if cfg["arm"] == "tstr":  # the whole set, as generated (its class ratio included)
-        x_syn = torch.from_numpy(np.asarray(synthetic["images"], np.float32)).unsqueeze(1)
-        y_syn = torch.from_numpy(np.asarray(synthetic["labels"], np.int64))
-        return x_syn, y_syn, torch.full((len(x_syn),), SYNTHETIC)
-    x_syn, y_syn = balanced_take(synthetic, count, "synthetic")
-    if cfg["arm"] == "permuted":  # same images, labels shuffled: the label is no longer in them
-        y_syn = y_syn[torch.randperm(len(y_syn), generator=torch.Generator().manual_seed(cfg["seed"]))]
-    return _join(x_real, y_real, x_syn, y_syn, SYNTHETIC)
-
-
-def _join(x_real, y_real, x_add, y_add, kind: int):
-    source = torch.cat([torch.full((len(x_real),), REAL), torch.full((len(x_add),), kind)])
-    return torch.cat([x_real, x_add]), torch.cat([y_real, y_add]), source
-
-
-def patient_labels(patients: np.ndarray, labels: np.ndarray) -> dict:
-    """{patient: label}: the majority label of the patient's slices (malignant on a tie)."""
-    codes, inverse = np.unique(patients, return_inverse=True)
-    share = np.bincount(inverse, weights=labels) / np.bincount(inverse)
-    return dict(zip(codes.tolist(), (share >= 0.5).astype(int).tolist()))
-
-
-def oracle_patients(data: Mapping[str, np.ndarray], multiple: float, seed: int) -> np.ndarray:
-    """The held-out patients an oracle rung adds: round(`multiple` x the training split's patients) of
-    each label, the first of a seeded order of the held-out pool (so a larger rung holds a smaller one's)."""
-    split, patients = np.asarray(data["split"]), np.asarray(data["patients"])
-    label_of = patient_labels(patients, np.asarray(data["labels"]))
-    chosen = []
-    for label in (0, 1):
-        n_train = sum(1 for p in np.unique(patients[split == TRAIN]) if label_of[p] == label)
-        pool = np.array([p for p in np.unique(patients[split == HELD_OUT]) if label_of[p] == label])
-        need = round(multiple * n_train)
-        if need > len(pool):
-            raise ValueError(f"the oracle rung {multiple:g}x needs {need} held-out patients of label {label} "
-                             f"({multiple:g} x {n_train} training patients); the cohort holds {len(pool)}")
-        chosen.append(pool[np.random.default_rng([seed, label]).permutation(len(pool))[:need]])
-    return np.concatenate(chosen)
-
-
-def real_patients(cfg: Mapping, data: Mapping[str, np.ndarray]) -> int:
-    """How many real patients an arm trains on: the training split's, plus an oracle rung's."""
-    split = np.asarray(data["split"])
-    n_train = len(np.unique(np.asarray(data["patients"])[split == TRAIN]))
-    return n_train + (len(oracle_patients(data, cfg["ratio"], cfg["seed"])) if cfg["arm"] == "oracle" else 0)
-
-
-def real_split(data: Mapping[str, np.ndarray], code: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real slices of one split. Synthetic images live in another mapping and never get here."""
-    mask = np.asarray(data["split"]) == code
-    images = torch.from_numpy(np.asarray(data["images"][mask], np.float32)).unsqueeze(1)
-    return images, torch.from_numpy(np.asarray(data["labels"][mask], np.int64))
-
-
-def balanced_take(pool: Mapping[str, np.ndarray], count: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` images of `pool`, half of each label (a synthetic set's order is its sampling order)."""
-    labels = np.asarray(pool["labels"])
-    per_label = [np.flatnonzero(labels == label)[: count // 2 + (label < count % 2)] for label in (0, 1)]
-    if sum(len(p) for p in per_label) < count:
-        raise ValueError(f"the {what} set has {len(labels)} images ({int((labels == 1).sum())} malignant); this arm "
-                         f"needs {count}, half per label")
-    keep = np.sort(np.concatenate(per_label))
-    images = torch.from_numpy(np.asarray(pool["images"][keep], np.float32)).unsqueeze(1)
-    return images, torch.from_numpy(labels[keep].astype(np.int64))
-
-
-def classic_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Random horizontal / vertical flips and a rotation of at most MAX_ROTATION_DEG, per image."""
-    out = []
-    for image in x:
-        if torch.rand((), generator=rng) < 0.5:
-            image = image.flip(-1)
-        if torch.rand((), generator=rng) < 0.5:
-            image = image.flip(-2)
-        angle = float((torch.rand((), generator=rng) * 2 - 1) * MAX_ROTATION_DEG)
-        out.append(TF.rotate(image, angle))
-    return torch.stack(out)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import fit_ladder, grid_cells, parse_arm, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, trial_settings
 from trainables.cohort import HELD_OUT, TRAIN
 
 
@@ -18,8 +18,6 @@ def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out(
                                                     "classify.oracle_rungs=[0.5, 1]"])
     arms = [c["arm_id"] for c in grid_cells(scarce, ["cgan-1"])]
     assert arms[-3:-1] == ["oracle:0.5", "oracle:1"] and "permuted:cgan-1:1" in arms
-    assert parse_arm("oracle:0.5") == {"arm": "oracle", "set": "", "ratio": 0.5}
-    assert parse_arm("permuted:cgan-1:2") == {"arm": "permuted", "set": "cgan-1", "ratio": 2.0}
 
 
 def test_a_shortened_schedule_applies_to_its_classifier_only_and_must_name_a_trained_one():

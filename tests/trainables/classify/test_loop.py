@@ -5,23 +5,29 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
-from trainables.classify.loop import (
+from trainables.classify.arms import (
     HELD_OUT_REAL,
     SYNTHETIC,
+    Arm,
     balanced_take,
-    better_candidate,
-    fit_classifier,
     oracle_patients,
     patient_labels,
     real_patients,
     training_set,
 )
+from trainables.classify.loop import better_candidate, fit_classifier
 from trainables.cohort import HELD_OUT, TEST, TRAIN
 
 
 def recipe(**changes) -> dict:
-    return {"classifier": "mobilenet", "arm": "real", "ratio": 0.5, "seed": 0, "epochs": 3, "batch_size": 16,
-            "lr": 1e-3, "weight_decay": 1e-4, "patience": 2, **changes}
+    return {"classifier": "mobilenet", "arm": "real", "set": "stand-in", "ratio": 0.5, "seed": 0, "epochs": 3,
+            "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4, "patience": 2, **changes}
+
+
+def arm_set(data: dict, synthetic: dict | None, **changes):
+    """The training set of the arm in `recipe(**changes)`."""
+    settings = recipe(**changes)
+    return training_set(Arm.of(settings), data, synthetic, settings["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def test_same_seed_same_numbers_on_cpu(smoke_arrays):
 
 def test_synthetic_images_enter_training_only_at_the_asked_ratio(smoke_arrays, synthetic):
     n_train = int((smoke_arrays["split"] == TRAIN).sum())
-    x, y, source = training_set(recipe(arm="synthetic", ratio=0.5), smoke_arrays, synthetic)
+    x, y, source = arm_set(smoke_arrays, synthetic, arm="synthetic", ratio=0.5)
     marked = (x == np.float32(0.123)).flatten(1).all(1)
     assert int(marked.sum()) == int(source.sum()) == round(0.5 * n_train)
     assert abs(int(y[source == 1].sum()) * 2 - int(source.sum())) <= 1  # half of each label
@@ -84,7 +90,7 @@ def test_synthetic_images_enter_training_only_at_the_asked_ratio(smoke_arrays, s
 
 
 def test_train_synthetic_test_real_uses_no_real_training_image(smoke_arrays, synthetic):
-    x, _, source = training_set(recipe(arm="tstr"), smoke_arrays, synthetic)
+    x, _, source = arm_set(smoke_arrays, synthetic, arm="tstr")
     assert bool(source.all()) and bool((x == np.float32(0.123)).all())
     assert len(x) == len(synthetic["labels"])  # the whole set, whatever the real split's size
 
@@ -119,19 +125,19 @@ def test_an_oracle_rung_adds_whole_held_out_patients_of_each_label_and_a_larger_
         scarce, synthetic):
     split, patients, labels = scarce["split"], scarce["patients"], scarce["labels"]
     n_train = int((split == TRAIN).sum())
-    x, y, source = training_set(recipe(arm="real"), scarce, None)
+    x, y, source = arm_set(scarce, None, arm="real")
     assert len(x) == n_train and not bool((source != 0).any())
     train_per_label = [len(np.unique(patients[(split == TRAIN) & (labels == label)])) for label in (0, 1)]
     half = oracle_patients(scarce, 0.5, seed=0)
     assert sorted(patient_labels(patients, labels)[p] for p in half).count(1) == round(0.5 * train_per_label[1])
     assert set(half) <= set(patients[split == HELD_OUT]) and set(half) <= set(oracle_patients(scarce, 1.0, seed=0))
-    x, y, source = training_set(recipe(arm="oracle", ratio=0.5), scarce, None)
+    x, y, source = arm_set(scarce, None, arm="oracle", ratio=0.5)
     added = x[source == HELD_OUT_REAL, 0].numpy()
     assert len(added) == int(np.isin(patients, half).sum())  # every slice of the chosen patients, nothing else
-    assert real_patients(recipe(arm="oracle", ratio=0.5), scarce) == sum(train_per_label) + len(half)
+    assert real_patients(Arm("oracle", ratio=0.5), scarce, seed=0) == sum(train_per_label) + len(half)
     with pytest.raises(ValueError, match="oracle rung 3x needs"):
         oracle_patients(scarce, 3.0, seed=0)
-    x, _, source = training_set(recipe(arm="synthetic", ratio=0.5), scarce, synthetic)
+    x, _, source = arm_set(scarce, synthetic, arm="synthetic", ratio=0.5)
     assert int((source == SYNTHETIC).sum()) == round(0.5 * n_train)
 
 
@@ -139,7 +145,7 @@ def test_the_permuted_arm_has_the_synthetic_images_with_their_labels_shuffled(sm
     size = smoke_arrays["images"].shape[-1]
     labels = np.tile([0, 1], 40)
     marked = {"images": labels[:, None, None] * np.ones((80, size, size), np.float32), "labels": labels}
-    x, y, source = training_set(recipe(arm="permuted", ratio=0.5), smoke_arrays, marked)
+    x, y, source = arm_set(smoke_arrays, marked, arm="permuted", ratio=0.5)
     image_says = x[source == SYNTHETIC].flatten(1)[:, 0].long()  # each image shows its true label
     assert 0.3 < float((image_says == y[source == SYNTHETIC]).float().mean()) < 0.7
     assert sorted(image_says.tolist()) == sorted(y[source == SYNTHETIC].tolist())  # same label counts
