@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plot_roc, plot_validation_curves
+from orchestrator.ranking import best_per_architecture
 from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
 from trainables.metrics import fid_key_in
 
@@ -128,11 +129,6 @@ class SweepOutcome:
         if self.gan_table is None or not len(self.gan_table):
             return None
         return best_per_architecture(self.gan_table)
-
-
-def best_per_architecture(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Tables 1-2: the best checkpoint of each architecture (the table is sorted best first)."""
-    return table.groupby("arch", sort=False).head(1).reset_index(drop=True)
 
 
 def verdict(outcome: SweepOutcome) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 
 from orchestrator.config import GanConfig, SearchConfig
-from trainables.metrics import EVAL_METRICS
+from orchestrator.ranking import metric_mode
 
 # How each declarative distribution becomes a Tune domain.
 DISTRIBUTIONS = {
@@ -27,11 +27,6 @@ DISTRIBUTIONS = {
     "int": lambda spec: tune.randint(spec["low"], spec["high"] + 1),  # Tune's high is exclusive
     "choice": lambda spec: tune.choice(list(spec["values"])),
 }
-
-
-def metric_mode(metric: str) -> str:
-    """"max" or "min": which way `metric` is better, from the one table of evaluation metrics."""
-    return EVAL_METRICS[metric].mode
 
 
 def to_tune_space(space: dict[str, dict]) -> dict[str, Any]:

@@ -11,12 +11,14 @@ logged twice.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -24,6 +26,7 @@ from ray.train import Checkpoint
 
 from orchestrator.mlflow_writes import Writes
 from orchestrator.plots import plot_confusion, plot_roc
+from orchestrator.ranking import best_evaluation
 from orchestrator.stages.classify import read_predictions
 from orchestrator.storage import checkpoint_uri, read_file
 from trainables.classify.arms import Arm
@@ -208,9 +211,9 @@ class GanTrialLogger(ChildRunLogger):
 
     def __init__(self, tracker: SweepTracker, metric: str, storage: str):
         super().__init__(tracker)
-        self.metric, self.mode = metric, EVAL_METRICS[metric].mode  # ranks a trial's checkpoints: its best is logged
+        self.metric = metric  # ranks a trial's checkpoints (orchestrator.ranking): its best is logged
         self.storage = storage  # where checkpoints live: a folder or an s3:// URI
-        self.best: dict[str, tuple[float, str]] = {}  # trial id -> (score, checkpoint path)
+        self.evaluations: dict[str, list[dict]] = {}  # trial id -> its checkpointed evaluations, in order
         self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -220,14 +223,13 @@ class GanTrialLogger(ChildRunLogger):
         if result.get("diverged"):
             self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
         checkpoint = result.get("checkpoint_path")
-        if checkpoint and not result.get("diverged"):
+        if checkpoint:
             checkpoint = checkpoint_uri(self.storage, checkpoint)
-            self.log_sample_grid(run_id, checkpoint, step)
-            score = result.get(self.metric)
-            if isinstance(score, (int, float)):
-                sign = 1 if self.mode == "max" else -1
-                if trial.trial_id not in self.best or sign * score > sign * self.best[trial.trial_id][0]:
-                    self.best[trial.trial_id] = (float(score), checkpoint)
+            if not result.get("diverged"):
+                self.log_sample_grid(run_id, checkpoint, step)
+            self.evaluations.setdefault(trial.trial_id, []).append(
+                {"checkpoint_path": checkpoint, "diverged": int(bool(result.get("diverged"))),
+                 self.metric: result.get(self.metric, math.nan)})
 
     def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
         """The evaluation's grid, read on its own: never the weights, optimisers and replay buffer
@@ -243,8 +245,9 @@ class GanTrialLogger(ChildRunLogger):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
-        if trial.trial_id in self.best:
-            score, checkpoint = self.best[trial.trial_id]
+        best = best_evaluation(pd.DataFrame(self.evaluations.get(trial.trial_id, [])), self.metric)
+        if best is not None:
+            checkpoint = best["checkpoint_path"]
             with Checkpoint(checkpoint).as_directory() as folder:
                 self.writes.log_artifacts(run_id, folder, "best_checkpoint")
             self.writes.log_batch(run_id, tags={"best_checkpoint_path": checkpoint})

@@ -21,8 +21,9 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.config import Config
-from orchestrator.report import best_per_architecture, markdown_table
-from orchestrator.search import make_scheduler, make_searcher, metric_mode, to_tune_space
+from orchestrator.ranking import best_evaluation, best_per_architecture, metric_mode, rank_trials
+from orchestrator.report import markdown_table
+from orchestrator.search import make_scheduler, make_searcher, to_tune_space
 from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri
 from trainables.gan.loop import train_gan_worker
@@ -125,31 +126,24 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
 
 
 def ranking_table(results: tune.ResultGrid, metric: str, storage: str, searched: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Every trial's best checkpoint (by `metric`, on validation, as a path or URI under `storage`), best first,
-    with the values the trial drew for the `searched` settings (which setting won is what a search is for)."""
+    """Every trial's best checkpoint (`orchestrator.ranking`: by `metric` on validation, as a path or URI under
+    `storage`), best first, with the values the trial drew for the `searched` settings (which setting won is
+    what a search is for)."""
     searched = tuple(k for k in searched if k != "arch")  # a column of its own
     histories = [r.metrics_dataframe for r in results if r.metrics_dataframe is not None]
     # the metrics the trials reported (the extractor's names only); the ranking one even when none did
     reported = [k for k in EVAL_METRICS if k == metric or any(k in h for h in histories)]
     columns = ["trial_id", "arch", *searched, "epoch", *reported, "checkpoint_path"]
-    ascending = metric_mode(metric) == "min"
     rows = []
     for result in results:
-        history = result.metrics_dataframe
-        if history is None or metric not in history or "checkpoint_path" not in history:
+        best = best_evaluation(result.metrics_dataframe, metric) if result.metrics_dataframe is not None else None
+        if best is None:
             continue
-        history = history.dropna(subset=[metric, "checkpoint_path"])
-        if "diverged" in history:
-            history = history[history["diverged"] != 1]
-        if history.empty:
-            continue
-        best = history.sort_values(metric, ascending=ascending).iloc[0]
         rows.append({"trial_id": result.metrics.get("trial_id", ""), "arch": result.config["arch"],
                      **{k: result.config[k] for k in searched},
                      "epoch": best["epoch"], **{k: best.get(k) for k in reported},
                      "checkpoint_path": checkpoint_uri(storage, best["checkpoint_path"])})
-    table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values(metric, ascending=ascending).reset_index(drop=True)
+    return rank_trials(pd.DataFrame(rows, columns=columns), metric)
 
 
 def validation_curves(results: tune.ResultGrid, searched: tuple[str, ...] = ()) -> list[dict]:

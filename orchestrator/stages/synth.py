@@ -31,6 +31,7 @@ import torch
 from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
 from orchestrator.plots import LABELS, plot_image_rows
+from orchestrator.ranking import best_per_architecture
 from orchestrator.stages import StageContext
 from trainables.classify.arms import label_counts
 from trainables.cohort import TRAIN
@@ -70,11 +71,6 @@ def run(context: StageContext, gan) -> list[SyntheticSet]:
     return sets
 
 
-def select_checkpoints(table: pd.DataFrame, per_arch: int) -> pd.DataFrame:
-    """The best `per_arch` ranked checkpoints of each architecture (the table is sorted best first)."""
-    return table.groupby("arch", sort=False).head(per_arch).reset_index(drop=True)
-
-
 def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray], out_dir: Path) -> list[SyntheticSet]:
     synth = cfg.synth
     train = data["split"] == TRAIN
@@ -86,7 +82,7 @@ def run_synthesis(cfg: Config, table: pd.DataFrame, data: dict[str, np.ndarray],
     total = round(synth.size_factor * int(train.sum()))
     per_label = label_counts(total, synth.malignant_fraction)
 
-    selected = select_checkpoints(table, synth.per_arch)
+    selected = best_per_architecture(table, synth.per_arch)
     gpus = synth.gpus_per_task or 0  # resolved at the edge (sweep.resolve_resources)
     task = _sample_and_audit.options(num_gpus=gpus)
     train_ref = ray.put(np.asarray(train_images, np.float32))

@@ -74,6 +74,10 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     rows = list(csv.DictReader((tmp_path / "runs" / sweep_id / "gan_ranking.csv").open()))
     assert len(rows) == 4
     assert [float(r["ssim"]) for r in rows] == sorted((float(r["ssim"]) for r in rows), reverse=True)
+    # one ranking: the checkpoint each trial's run logged is the one the table ranks (and registers, and samples)
+    for row in rows:
+        (run,) = [c for c in children if c.data.tags["medgan.trial_id"] == row["trial_id"]]
+        assert run.data.tags["best_checkpoint_path"] == row["checkpoint_path"]
     out = capsys.readouterr().out
     assert "best per architecture" in out
 
