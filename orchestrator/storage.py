@@ -23,8 +23,10 @@ def absolute(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
-def new_sweep_id(modality: str) -> str:
-    return f"{modality}-{time.strftime('%Y%m%d-%H%M%S')}"
+def new_sweep_id(modality: str, when: float | None = None) -> str:
+    """`<modality>-YYYYmmdd-HHMMSS` of `when` (seconds since the epoch; now by default), local time: ids of
+    one modality sort as their sweeps started (what `latest_sweep_id` relies on)."""
+    return f"{modality}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
 
 
 def latest_sweep_id(storage: str, modality: str) -> str | None:

@@ -1,6 +1,8 @@
 """The sweep folder layout: ids, the newest sweep of a modality, the sweep record."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from orchestrator.storage import absolute, checkpoint_uri, latest_sweep_id, new_sweep_id, read_record, write_record
@@ -14,9 +16,16 @@ def test_latest_sweep_is_the_newest_folder_of_that_modality(tmp_path):
     assert latest_sweep_id(str(tmp_path / "absent"), "pet") is None
 
 
-def test_new_ids_sort_by_start_time():
-    first = new_sweep_id("pet")
-    assert first.startswith("pet-") and len(first) == len("pet-YYYYmmdd-HHMMSS")
+def test_new_ids_sort_by_start_time_and_the_latest_is_found(tmp_path):
+    assert new_sweep_id("pet").startswith("pet-") and len(new_sweep_id("pet")) == len("pet-YYYYmmdd-HHMMSS")
+    start = time.mktime((2026, 12, 31, 23, 59, 58, 0, 0, -1))  # across a second, a minute, a day, a year
+    times = [start + offset for offset in (0, 1, 3, 61, 86_400, 40 * 86_400)]
+    ids = [new_sweep_id("pet", when) for when in times]
+    assert sorted(ids) == ids and len(set(ids)) == len(ids)
+    for sweep_id in [*ids[::-1], new_sweep_id("ct", times[-1] + 9)]:  # made in any order; another modality
+        (tmp_path / sweep_id).mkdir()
+    assert latest_sweep_id(str(tmp_path), "pet") == ids[-1]
+    assert latest_sweep_id(str(tmp_path / "none-yet"), "pet") is None
 
 
 def test_record_round_trips_and_a_folder_without_one_is_not_a_sweep(tmp_path):

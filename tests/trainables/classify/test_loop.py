@@ -54,11 +54,15 @@ def test_test_metrics_match_scikit_learn_on_the_same_predictions(smoke_arrays):
     assert reports[-1] is final and final["init"] == "random"
 
 
-def test_the_bf16_path_runs_on_the_cpu_and_the_device_is_reported(smoke_arrays):
-    """What a GPU trial runs (bf16 autocast), here on the CPU: a dtype error shows up in CI, not on a GPU."""
-    final = fit_classifier(recipe(bf16=True, epochs=1, gpus=0), smoke_arrays, None, lambda m: None)
-    assert final["device"] == "cpu" and 0.0 <= final["test_roc_auc"] <= 1.0
-    assert all(isinstance(v, float) for v in final["predictions"]["scores"])
+def test_the_bf16_path_runs_on_the_cpu_and_gives_the_fp32_model_to_bf16_rounding(smoke_arrays):
+    """What a GPU trial runs (bf16 autocast), here on the CPU: a dtype error shows up in CI, not on a GPU. The
+    same seed in fp32 gives nearly the same scores: different (bf16 did run), within bf16's rounding carried
+    through a pass of training."""
+    bf16 = fit_classifier(recipe(bf16=True, epochs=1, gpus=0), smoke_arrays, None, lambda m: None)
+    fp32 = fit_classifier(recipe(epochs=1, gpus=0), smoke_arrays, None, lambda m: None)
+    assert bf16["device"] == "cpu" and all(isinstance(v, float) for v in bf16["predictions"]["scores"])
+    gap = np.abs(np.subtract(bf16["predictions"]["scores"], fp32["predictions"]["scores"]))
+    assert 0 < gap.max() and gap.mean() < 0.02
 
 
 def test_inputs_are_standardised_on_the_real_training_split(smoke_arrays):
