@@ -23,6 +23,7 @@ from orchestrator.config import load_config
 from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.statistics import utility
+from trainables.classify.arms import Arm
 
 LAPTOP = load_config("pet", "laptop").data
 PATIENTS, SLICES, SIZE = LAPTOP.phantom_patients, LAPTOP.phantom_slices, LAPTOP.size
@@ -79,7 +80,8 @@ def test_all_training_patients_beat_the_laptop_share_of_them(tmp_path, data_cfg)
     trials = []
     for seed in range(SEEDS):
         few = rows[stratified_patients(patients[rows], y[rows], LAPTOP.train_fraction, seed)]
-        for arm, chosen in (("real", few), ("oracle:all", rows)):
+        every = Arm("oracle", ratio=(len(np.unique(patients[rows])) / len(np.unique(patients[few])) - 1)).id
+        for arm, chosen in (("real", few), (every, rows)):
             trials.append({"classifier": "cnn", "arm_id": arm, "seed": seed, "threshold": 0.5, "degenerate": "",
                            "test_scores": train_and_score(x[chosen], y[chosen], x[scored], seed),
                            "test_labels": y[scored], "test_patients": patients[scored]})
