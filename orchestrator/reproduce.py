@@ -22,9 +22,8 @@ import torch
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import config_from_dict
 from orchestrator.data.ingest import ingest
-from orchestrator.storage import read_record
+from orchestrator.storage import SweepRecord
 from orchestrator.tracking import (GAN_METRICS, PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
                                    default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
@@ -52,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parent = client.get_run(parent_id)
     with tempfile.TemporaryDirectory() as tmp:
         trial = json.loads(Path(client.download_artifacts(args.run_id, TRIAL_CONFIG, tmp)).read_text())
-    record = read_record(parent.data.tags["sweep_path"])
-    cfg = config_from_dict(record["config"], source=f"{parent.data.tags['sweep_path']}/sweep.json")
-    labels, nodules = (Path(record[k]) if record.get(k) else None for k in ("labels", "nodules"))
-    cohort = ingest(Path(record["data_dir"]), cfg.data, labels_file=labels, nodules_file=nodules)
+    record = SweepRecord.read(parent.data.tags["sweep_path"])
+    cohort = ingest(record.data_dir, record.config.data, labels_file=record.labels, nodules_file=record.nodules)
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
     warn_if_different("code version", parent.data.tags.get("git_commit", ""), code_version())
     threads = int(run.data.tags.get("torch_threads", torch.get_num_threads()))

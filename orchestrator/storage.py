@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs
+
+from orchestrator.config import Config, config_from_dict
 
 SWEEP_RECORD = "sweep.json"
 
@@ -38,20 +41,48 @@ def latest_sweep_id(storage: str, modality: str) -> str | None:
     return ids[-1] if ids else None
 
 
-def write_record(sweep_path: str, record: dict) -> None:
-    fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{SWEEP_RECORD}") as out:
-        out.write(json.dumps(record, indent=1).encode())
+@dataclass
+class SweepRecord:
+    """What a sweep runs on, kept as `sweep.json` in its storage folder: `--resume` continues with it and
+    `reproduce` rebuilds a trial's data from it."""
+    sweep_id: str
+    config: Config
+    data_dir: Path
+    labels: Path | None = None
+    nodules: Path | None = None
+    fingerprint: str = ""  # of the ingested cohort; a resumed sweep checks it
+    preset: str = ""  # the resolved preset (never "auto")
+    tracking_uri: str = ""
+
+    def write(self, sweep_path: str) -> None:
+        fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
+        fs.create_dir(path, recursive=True)
+        record = {"sweep_id": self.sweep_id, "preset": self.preset, "config": self.config.to_dict(),
+                  "data_dir": str(self.data_dir), "labels": _str_or_none(self.labels),
+                  "nodules": _str_or_none(self.nodules), "dataset_fingerprint": self.fingerprint,
+                  "tracking_uri": self.tracking_uri}
+        with fs.open_output_stream(f"{path}/{SWEEP_RECORD}") as out:
+            out.write(json.dumps(record, indent=1).encode())
+
+    @classmethod
+    def read(cls, sweep_path: str) -> SweepRecord:
+        fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
+        try:
+            with fs.open_input_stream(f"{path}/{SWEEP_RECORD}") as stream:
+                record = json.loads(stream.read())
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{sweep_path} has no {SWEEP_RECORD}: not a sweep folder") from err
+        return cls(record["sweep_id"], config_from_dict(record["config"], source=f"{sweep_path}/{SWEEP_RECORD}"),
+                   Path(record["data_dir"]), _path_or_none(record.get("labels")), _path_or_none(record.get("nodules")),
+                   record.get("dataset_fingerprint", ""), record.get("preset", ""), record.get("tracking_uri", ""))
 
 
-def read_record(sweep_path: str) -> dict:
-    fs, path = pyarrow.fs.FileSystem.from_uri(sweep_path)
-    try:
-        with fs.open_input_stream(f"{path}/{SWEEP_RECORD}") as stream:
-            return json.loads(stream.read())
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{sweep_path} has no {SWEEP_RECORD}: not a sweep folder") from err
+def _str_or_none(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def _path_or_none(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def read_file(uri: str) -> bytes:

@@ -1,8 +1,13 @@
-"""`python -m orchestrator.sweep pet`: the whole sweep, one command.
+"""The whole sweep: `python -m orchestrator.sweep pet` on the command line, `run_sweep` from Python.
 
-Builds the Config, ingests the data (the phantom cohort when no --data is given), starts or
-joins Ray, opens the sweep's parent MLflow run, runs the stages in order (gan search,
-synthesis + audit, classifier grid), writes the report and ends with where the results are.
+    from orchestrator.sweep import load_config, run_sweep
+    result = run_sweep(load_config("pet", "laptop"), data="my-pet-series/")
+    print(result.report, result.run_id)
+
+Ingests the data (the phantom cohort when none is given), starts or joins Ray, opens the sweep's
+parent MLflow run, runs the stages in order (gan search, synthesis + audit, classifier grid),
+writes the report and ends with where the results are. The command line only parses its
+arguments into `run_sweep` (or `resume_sweep`).
 """
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from orchestrator.config import PRESETS, Config, ConfigError, config_from_dict, load_config
+from orchestrator.config import PRESETS, Config, ConfigError, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.modalities import MODALITIES
@@ -23,7 +30,7 @@ from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.data.split import SplitError
 from orchestrator.mlflow_writes import unreachable_reason
 from orchestrator.stages import STAGES
-from orchestrator.storage import absolute, latest_sweep_id, new_sweep_id, read_record, write_record
+from orchestrator.storage import SweepRecord, absolute, latest_sweep_id, new_sweep_id
 from orchestrator.tracking import default_tracking_uri
 
 
@@ -62,25 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@dataclass
-class SweepPlan:
-    """What a sweep runs on: its id, config and data; recorded in storage so --resume gets the same."""
-    sweep_id: str
-    config: Config
-    data_dir: Path
-    labels: Path | None
-    nodules: Path | None = None
-    fingerprint: str = ""  # of the ingested cohort; a resumed sweep checks it
-    preset: str = ""  # the resolved preset (never "auto")
-
-    def record(self, tracking_uri: str) -> dict:
-        return {"sweep_id": self.sweep_id, "preset": self.preset, "config": self.config.to_dict(),
-                "data_dir": str(self.data_dir),
-                "labels": str(self.labels) if self.labels else None,
-                "nodules": str(self.nodules) if self.nodules else None, "dataset_fingerprint": self.fingerprint,
-                "tracking_uri": tracking_uri}
-
-
 def resolve_preset(preset: str, address: str | None) -> tuple[str, str]:
     """`auto` -> `full` when the Ray cluster has GPUs, else `laptop`; with the reason, for the first lines."""
     if preset != "auto":
@@ -99,26 +87,15 @@ def resolve_preset(preset: str, address: str | None) -> tuple[str, str]:
     return "laptop", "the Ray cluster has no GPU (--preset full runs the paper's scale anyway)"
 
 
-def new_plan(args: argparse.Namespace) -> SweepPlan:
-    cfg = load_config(args.modality, args.preset, args.config, args.overrides)
-    data_dir = args.data.resolve() if args.data else phantom_folder(cfg)
-    return SweepPlan(new_sweep_id(cfg.data.modality), cfg, data_dir, args.labels.resolve() if args.labels else None,
-                     args.nodules.resolve() if args.nodules else None, preset=args.preset)
-
-
-def resumed_plan(args: argparse.Namespace, storage: str) -> tuple[SweepPlan, dict]:
-    """The latest sweep of this modality under `storage`, with the config and data it started with."""
-    sweep_id = latest_sweep_id(storage, args.modality)
+def resumed_record(modality: str, storage: str) -> SweepRecord:
+    """The latest sweep of `modality` under `storage`, with the config and data it started with."""
+    sweep_id = latest_sweep_id(storage, modality)
     if sweep_id is None:
-        raise FileNotFoundError(f"--resume: no {args.modality} sweep under {storage}")
-    record = read_record(f"{storage}/{sweep_id}")
-    if args.config or args.overrides or args.data or args.labels or args.nodules:
-        print("--resume: using the config and data the sweep started with; --config / --set / --data / "
-              "--labels / --nodules are ignored", file=sys.stderr)
-    cfg = config_from_dict(record["config"], source=f"{storage}/{sweep_id}/sweep.json")
-    labels, nodules = (Path(record[k]) if record.get(k) else None for k in ("labels", "nodules"))
-    return SweepPlan(sweep_id, cfg, Path(record["data_dir"]), labels, nodules, record["dataset_fingerprint"],
-                     record.get("preset", "")), record
+        raise SweepError(f"--resume: no {modality} sweep under {storage}")
+    try:
+        return SweepRecord.read(f"{storage}/{sweep_id}")
+    except FileNotFoundError as err:
+        raise SweepError(f"--resume: {err}") from err
 
 
 def phantom_folder(cfg: Config) -> Path:
@@ -132,41 +109,84 @@ def phantom_folder(cfg: Config) -> Path:
     return folder
 
 
+class SweepError(Exception):
+    """Why a sweep cannot start (said before anything is trained)."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep_id: str
+    ranked: bool  # stage 1 ranked at least one checkpoint (else the later stages had nothing to use)
+    report: Path  # report.html (report.md beside it)
+    run_id: str  # the sweep's parent MLflow run
+    tracking_uri: str
+    sweep_path: str  # checkpoints and Tune state: a folder or an s3:// URI
+    stage3: pd.DataFrame | None  # classifier x arm: figures, Δ against real only, intervals, Holm p (None without)
+
+
+def run_sweep(config: Config, data: str | Path | None = None, *, labels: str | Path | None = None,
+              nodules: str | Path | None = None, tracking_uri: str | None = None, storage: str = "runs/tune",
+              runs_dir: str | Path = "runs", address: str | None = None, stages: Sequence[str] = STAGES,
+              preset: str = "") -> SweepResult:
+    """A new sweep of `config` on the folder `data` (the phantom cohort when None). MLflow goes to
+    `tracking_uri` (default: a SQLite store under `runs_dir`), checkpoints and Tune state to `storage` (a
+    folder or s3://bucket/prefix); `address` joins a Ray cluster ('auto': the running one), else a local
+    Ray starts. `stages`: the first stages in order. Raises SweepError (or ConfigError) before any training
+    when the sweep cannot start."""
+    clock = Stopwatch()
+    stages = checked_stages(stages)
+    runs_dir = Path(runs_dir).resolve()
+    data_dir = Path(data).resolve() if data else phantom_folder(config)
+    plan = SweepRecord(new_sweep_id(config.data.modality), config, data_dir, _resolved(labels), _resolved(nodules),
+                       preset=preset)
+    return execute(plan, tracking_uri or default_tracking_uri(runs_dir), absolute(storage), runs_dir, address, stages,
+                   resume=False, clock=clock)
+
+
+def resume_sweep(modality: str, *, storage: str = "runs/tune", tracking_uri: str | None = None,
+                 runs_dir: str | Path = "runs", address: str | None = None,
+                 stages: Sequence[str] = STAGES) -> SweepResult:
+    """The latest `modality` sweep under `storage`, continued with the config and data it started with:
+    finished trials are not run again, an interrupted one goes on from its last checkpoint."""
+    clock = Stopwatch()
+    storage = absolute(storage)
+    plan = resumed_record(modality, storage)
+    return execute(plan, tracking_uri or plan.tracking_uri, storage, Path(runs_dir).resolve(), address,
+                   checked_stages(stages), resume=True, clock=clock)
+
+
+def checked_stages(stages: Sequence[str]) -> list[str]:
+    stages = [s.strip() for s in stages if s.strip()]
+    if not stages or stages != list(STAGES[:len(stages)]):
+        raise SweepError(f"the stages must be the first ones in order (gan | gan,synth | gan,synth,classify), got "
+                         f"{','.join(stages)!r}; an interrupted sweep continues with --resume")
+    return stages
+
+
+def _resolved(path: str | Path | None) -> Path | None:
+    return Path(path).resolve() if path else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    if not stages or stages != list(STAGES[:len(stages)]):
-        print(f"sweep: --stages must be the first stages in order (gan | gan,synth | gan,synth,classify), got "
-              f"{args.stages!r}; an interrupted sweep continues with --resume", file=sys.stderr)
-        return 2
-    storage = absolute(args.storage)
-    clock = Stopwatch()
     try:
         if args.resume:
-            plan, record = resumed_plan(args, storage)
-            tracking_uri = args.tracking_uri or record["tracking_uri"]
+            if args.config or args.overrides or args.data or args.labels or args.nodules:
+                print("--resume: using the config and data the sweep started with; --config / --set / --data / "
+                      "--labels / --nodules are ignored", file=sys.stderr)
+            result = resume_sweep(args.modality, storage=args.storage, tracking_uri=args.tracking_uri,
+                                  runs_dir=args.runs_dir, address=args.address, stages=args.stages.split(","))
         else:
-            args.preset, why = resolve_preset(args.preset, args.address)
-            print(f"preset: {args.preset} ({why})")
-            plan = new_plan(args)
-            tracking_uri = args.tracking_uri or default_tracking_uri(args.runs_dir.resolve())
-        cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels, nodules_file=plan.nodules)
-    except (ConfigError, IngestError, LabelError, SplitError, FileNotFoundError) as err:
+            preset, why = resolve_preset(args.preset, args.address)
+            print(f"preset: {preset} ({why})")
+            result = run_sweep(load_config(args.modality, preset, args.config, args.overrides), args.data,
+                               labels=args.labels, nodules=args.nodules, tracking_uri=args.tracking_uri,
+                               storage=args.storage, runs_dir=args.runs_dir, address=args.address,
+                               stages=args.stages.split(","), preset=preset)
+    except (ConfigError, SweepError) as err:
         print(f"sweep failed: {err}", file=sys.stderr)
         return 2
-    if plan.fingerprint and plan.fingerprint != cohort.fingerprint:
-        print(f"sweep failed: the data in {plan.data_dir} changed since sweep {plan.sweep_id} started "
-              f"(fingerprint {cohort.fingerprint}, recorded {plan.fingerprint}); start a new sweep", file=sys.stderr)
-        return 2
-    plan.fingerprint = cohort.fingerprint
-    reason = unreachable_reason(tracking_uri)
-    if reason:
-        print(f"sweep failed: the MLflow tracking server {tracking_uri} does not answer ({reason}). Start it "
-              f"(README: cluster section) or pass another --tracking-uri; nothing was trained", file=sys.stderr)
-        return 2
-    print(format_summary(cohort))
-    clock.lap("ingest")  # the phantom, when it is made, included
-    return run_sweep(plan, cohort, args, storage, tracking_uri, stages, clock)
+    return 0 if result.ranked else 1
 
 
 def resolve_resources(cfg: Config) -> Config:
@@ -244,17 +264,37 @@ def log_fid_floor(cfg: Config, arrays: dict, tracker) -> dict:
     return floor
 
 
-def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, tracking_uri: str,
-              stages: list[str], clock: Stopwatch) -> int:
+def execute(plan: SweepRecord, tracking_uri: str, storage: str, runs_dir: Path, address: str | None,
+            stages: list[str], resume: bool, clock: Stopwatch) -> SweepResult:
+    """Ingest, check that the data and the tracking server are as they must be, then run the stages."""
+    try:
+        cohort = ingest(plan.data_dir, plan.config.data, labels_file=plan.labels, nodules_file=plan.nodules)
+    except (IngestError, LabelError, SplitError, FileNotFoundError) as err:
+        raise SweepError(str(err)) from err
+    if plan.fingerprint and plan.fingerprint != cohort.fingerprint:
+        raise SweepError(f"the data in {plan.data_dir} changed since sweep {plan.sweep_id} started (fingerprint "
+                         f"{cohort.fingerprint}, recorded {plan.fingerprint}); start a new sweep")
+    plan.fingerprint = cohort.fingerprint
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        raise SweepError(f"the MLflow tracking server {tracking_uri} does not answer ({reason}). Start it (README: "
+                         "cluster section) or pass another --tracking-uri; nothing was trained")
+    print(format_summary(cohort))
+    clock.lap("ingest")  # the phantom, when it is made, included
+    return run_stages(plan, cohort, tracking_uri, storage, runs_dir, address, stages, resume, clock)
+
+
+def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_dir: Path, address: str | None,
+               stages: list[str], resume: bool, clock: Stopwatch) -> SweepResult:
     import ray
 
-    from orchestrator.report import SweepOutcome, write_report
+    from orchestrator.report import SweepOutcome, utility_table, write_report
     from orchestrator.stages import StageContext, stage_runner
     from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
 
     from orchestrator.stages.classify import fit_ladder, test_split_note
 
-    start_ray(args.address)
+    start_ray(address)
     plan.config = resolve_resources(plan.config)  # once; a resumed sweep's record holds them already
     print(describe_resources(plan.config))
     arrays = cohort.as_arrays()
@@ -264,9 +304,10 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
             print(note, file=sys.stderr)
     cfg, sweep_id = plan.config, plan.sweep_id
     sweep_path = f"{storage}/{sweep_id}"
-    out_dir = args.runs_dir.resolve() / sweep_id
-    write_record(sweep_path, plan.record(tracking_uri))
-    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", args.runs_dir.resolve() / "mlartifacts",
+    out_dir = runs_dir / sweep_id
+    plan.tracking_uri = tracking_uri
+    plan.write(sweep_path)
+    tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", runs_dir / "mlartifacts",
                            spool=out_dir / "mlflow_spool")
     tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
         "dataset_fingerprint": cohort.fingerprint, "preset": plan.preset, "sweep_path": sweep_path,
@@ -284,7 +325,7 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
         floor = log_fid_floor(cfg, arrays, tracker)
         clock.lap("fid_floor")
-        context = StageContext(cfg, arrays, data_ref, floor, tracker, storage, sweep_path, out_dir, args.resume)
+        context = StageContext(cfg, arrays, data_ref, floor, tracker, storage, sweep_path, out_dir, resume)
         previous = None
         for name in stages:
             previous = stage_results[name] = stage_runner(name)(context, previous)
@@ -320,7 +361,9 @@ def run_sweep(plan: SweepPlan, cohort, args: argparse.Namespace, storage: str, t
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
               f"{tracker.writes.spool}: make them with `python -m orchestrator.mlflow_writes {tracker.writes.spool} "
               f"--tracking-uri {tracking_uri}` once the server is back", file=sys.stderr)
-    return 0 if stage_results.get("gan") else 1
+    summary = getattr(stage_results.get("classify"), "summary", None)
+    return SweepResult(sweep_id, bool(stage_results.get("gan")), out_dir / "report.html", tracker.parent_id,
+                       tracking_uri, sweep_path, utility_table(summary) if summary is not None else None)
 
 
 TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "

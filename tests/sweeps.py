@@ -15,12 +15,16 @@ EPOCHS = 1
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: str = "gan") -> list[str]:
+def sweep_overrides(tmp: Path, trials: int, epochs: int = EPOCHS) -> list[str]:
     # grace_epochs = epochs: ASHA stops no trial early, so every trial's history is complete
+    return [f"data.cache_dir={tmp / 'cache'}", f"search.num_samples={trials}", f"gan.epochs={epochs}",
+            f"search.grace_epochs={epochs}"]
+
+
+def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: str = "gan") -> list[str]:
+    """The command line of a smoke sweep under `tmp`, tracked at `url`."""
     return ["pet", "--preset", "smoke", "--stages", stages, "--tracking-uri", url, "--runs-dir", str(tmp / "runs"),
-            "--storage", str(tmp / "tune"), "--set", f"data.cache_dir={tmp / 'cache'}",
-            "--set", f"search.num_samples={trials}", "--set", f"gan.epochs={epochs}",
-            "--set", f"search.grace_epochs={epochs}"]
+            "--storage", str(tmp / "tune"), *(arg for o in sweep_overrides(tmp, trials, epochs) for arg in ("--set", o))]
 
 
 def sweep_runs(url: str, tmp: Path | str, stage: str = "gan"):

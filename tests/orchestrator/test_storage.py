@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from orchestrator.storage import absolute, checkpoint_uri, latest_sweep_id, new_sweep_id, read_record, write_record
+from orchestrator.config import load_config
+from orchestrator.storage import SweepRecord, absolute, checkpoint_uri, latest_sweep_id, new_sweep_id
 
 
 def test_latest_sweep_is_the_newest_folder_of_that_modality(tmp_path):
@@ -29,11 +30,14 @@ def test_new_ids_sort_by_start_time_and_the_latest_is_found(tmp_path):
 
 
 def test_record_round_trips_and_a_folder_without_one_is_not_a_sweep(tmp_path):
-    write_record(str(tmp_path / "pet-1"), {"config": {"gan": {"epochs": 3}}, "labels": None})
-    assert read_record(str(tmp_path / "pet-1")) == {"config": {"gan": {"epochs": 3}}, "labels": None}
+    record = SweepRecord("pet-1", load_config("pet", "smoke", overrides=["gan.epochs=3"]), tmp_path / "data",
+                         nodules=tmp_path / "nodules.csv", fingerprint="abc", preset="smoke",
+                         tracking_uri="http://127.0.0.1:5000")
+    record.write(str(tmp_path / "pet-1"))
+    assert SweepRecord.read(str(tmp_path / "pet-1")) == record
     (tmp_path / "pet-2").mkdir()
     with pytest.raises(FileNotFoundError, match="not a sweep folder"):
-        read_record(str(tmp_path / "pet-2"))
+        SweepRecord.read(str(tmp_path / "pet-2"))
 
 
 def test_local_storage_becomes_absolute_and_uris_stay(tmp_path, monkeypatch):

@@ -16,11 +16,14 @@ import torch
 
 from orchestrator.data.phantom import make_patients
 from orchestrator.reproduce import main as reproduce_main
+from orchestrator.config import load_config
 from orchestrator.sweep import main as sweep_main
+from orchestrator.sweep import run_sweep
 from orchestrator.tracking import runs_page
 from trainables.classify.arms import Arm
 from browser import rendered_dom, screenshot
-from sweeps import EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_runs, wait_for
+from sweeps import (EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_overrides, sweep_runs,
+                    wait_for)
 
 
 # Loads a registered generator with this repository's package made unimportable (the editable
@@ -185,11 +188,16 @@ def test_trial_whose_worker_is_killed_retries_from_its_checkpoint(mlflow_server,
     ("gan.max_critic_loss=1e-9", "diverged"),  # the trial stops itself
 ])
 def test_a_failed_trial_is_recorded_with_its_reason(mlflow_server, tmp_path, setting, reason):
-    args = sweep_args(tmp_path, mlflow_server, trials=1, epochs=1)
-    # no usable checkpoint at all: the sweep ends, says so, and exits 1
-    assert sweep_main([*args, "--set", setting, "--set", "search.max_failures=0"]) == 1
+    """From Python, as a researcher starts a sweep in a notebook (the command line only parses into this)."""
+    cfg = load_config("pet", "smoke", overrides=[*sweep_overrides(tmp_path, trials=1, epochs=1), setting,
+                                                 "search.max_failures=0"])
+    result = run_sweep(cfg, tracking_uri=mlflow_server, storage=str(tmp_path / "tune"), runs_dir=tmp_path / "runs",
+                       stages=["gan"])
+    # no usable checkpoint at all: the sweep ends, says so (the command line exits 1)
+    assert not result.ranked and result.stage3 is None and result.report.exists()
 
     client, (parent,), (child,) = sweep_runs(mlflow_server, tmp_path)
+    assert result.run_id == parent.info.run_id and result.sweep_path == parent.data.tags["sweep_path"]
     assert parent.info.status == "FINISHED"
     assert child.info.status == "FAILED"
     assert reason in child.data.tags["failure_reason"]

@@ -5,10 +5,10 @@ import pytest
 import ray
 import torch
 
-from orchestrator.config import config_from_dict, load_config
+from orchestrator.config import load_config
 from orchestrator.stages import classify as classify_stage
 from orchestrator.stages import gan as gan_stage
-from orchestrator.storage import read_record, write_record
+from orchestrator.storage import SweepRecord
 from orchestrator.sweep import resolve_resources
 from trainables.device import trial_device
 
@@ -35,8 +35,8 @@ def test_resources_are_resolved_once_from_the_cluster_and_the_stages_request_jus
     assert chosen.search.gpus_per_worker == 0.25 and chosen.classify.gpus_per_trial == 0.0  # a set value wins
     assert resolve_resources(resolved) == resolved  # a resumed sweep's recorded values stay as they are
     # what sweep.json records is what a resumed sweep's stages request
-    write_record(str(tmp_path), {"config": resolved.to_dict()})
-    recorded = config_from_dict(read_record(str(tmp_path))["config"], "sweep.json")
+    SweepRecord("pet-1", resolved, tmp_path).write(str(tmp_path))
+    recorded = SweepRecord.read(str(tmp_path)).config
     assert gan_stage.train_settings(recorded, "/tmp/sweep") == gan_stage.train_settings(resolved, "/tmp/sweep")
     assert classify_stage.trial_resources(recorded.classify) == classify_stage.trial_resources(resolved.classify)
     assert recorded.synth.gpus_per_task == 1.0
