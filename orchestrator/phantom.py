@@ -5,10 +5,13 @@ import argparse
 import time
 from pathlib import Path
 
-from orchestrator.data.phantom import WRITERS, write_phantom_cohort
+from orchestrator.config import DataConfig
+from orchestrator.data.modalities import MODALITIES
+from orchestrator.data.phantom import write_phantom_cohort
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = DataConfig()  # the sizes a sweep's own phantom uses unless its config says otherwise
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.phantom",
         description="Write a seeded phantom cohort of PET / CT thorax series with a lung nodule as real DICOM, "
@@ -17,14 +20,16 @@ def main(argv: list[str] | None = None) -> int:
                     "with each nodule in world millimetres. --layout slices writes targeted whole slices through "
                     "the nodule plus DIR/labels.csv instead.")
     parser.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
-    parser.add_argument("--patients", type=int, default=80, help="number of patients (default 80)")
-    parser.add_argument("--modality", choices=[*WRITERS, "both"], default="both", help="default both")
+    parser.add_argument("--patients", type=int, default=defaults.phantom_patients,
+                        help=f"number of patients (default {defaults.phantom_patients})")
+    parser.add_argument("--modality", choices=[*MODALITIES, "both"], default="both", help="default both")
     parser.add_argument("--layout", choices=["series", "slices"], default="series", help="default series")
     parser.add_argument("--enhanced", action="store_true", help="series as enhanced multi-frame files")
-    parser.add_argument("--slices", type=int, default=8,
-                        help="slices per series, or per patient with --layout slices (default 8)")
-    parser.add_argument("--size", type=int, default=256,
-                        help="pixel side of --layout slices files (default 256); series use the scanner's spacing")
+    parser.add_argument("--slices", type=int, default=defaults.phantom_slices,
+                        help=f"slices per series, or per patient with --layout slices (default {defaults.phantom_slices})")
+    parser.add_argument("--size", type=int, default=defaults.phantom_size,
+                        help=f"pixel side of --layout slices files (default {defaults.phantom_size}); series use the "
+                             "scanner's spacing")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     args = parser.parse_args(argv)
     started = time.perf_counter()

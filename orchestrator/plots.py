@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from trainables.classify.arms import ARM_KINDS  # noqa: E402
+from trainables.cohort import LABEL_NAMES  # noqa: E402
 
-LABELS = ("benign", "malignant")
 DEGENERATE_COLOUR = "#bbbbbb"
 
 
@@ -25,8 +25,8 @@ def plot_confusion(matrix, path: Path) -> None:
     ax.imshow(np.asarray(matrix), cmap="Blues")
     for (i, j), count in np.ndenumerate(np.asarray(matrix)):
         ax.text(j, i, str(count), ha="center", va="center")
-    ax.set_xticks([0, 1], LABELS)
-    ax.set_yticks([0, 1], LABELS)
+    ax.set_xticks([0, 1], LABEL_NAMES)
+    ax.set_yticks([0, 1], LABEL_NAMES)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     _save(fig, path)

@@ -315,7 +315,7 @@ def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.types import Schema, TensorSpec
 
-    from orchestrator.data.split import SPLITS
+    from trainables.cohort import SPLITS
 
     split, patients = np.asarray(arrays["split"]), np.asarray(arrays["patients"])
     size = tuple(arrays["images"].shape[1:])

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config import DataConfig
-from orchestrator.data.split import SPLITS
+from trainables.cohort import SPLITS
 
 CACHE_FORMAT = 2  # 2: nodule crops and their provenance
 # The settings that change what ingest produces; the others (phantom_*, cache_dir) do not.

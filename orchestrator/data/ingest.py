@@ -21,10 +21,11 @@ from orchestrator.config import DataConfig
 from orchestrator.data.cache import PREPROCESSING_FIELDS, Cohort, cache_key, entry_path, load_cohort, save_cohort
 from orchestrator.data.crop import whole_slice
 from orchestrator.data.from_nodules import read_nodule_crops
-from orchestrator.data.labels import LABEL_NAMES, LabelTable
+from orchestrator.data.labels import LabelTable
 from orchestrator.data.nodules import read_nodule_table
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
-from orchestrator.data.split import SPLITS, hold_out_training, split_patients
+from orchestrator.data.split import hold_out_training, split_patients
+from trainables.cohort import LABEL_NAMES, SPLITS
 
 
 class IngestError(RuntimeError):
@@ -190,7 +191,7 @@ def _report(data_dir: Path, files: list[Path], outcomes: list[Outcome], source: 
 def _summary_rows(arrays: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     for s, split in enumerate(SPLITS):
-        for label, name in LABEL_NAMES.items():
+        for label, name in enumerate(LABEL_NAMES):
             mask = (arrays["split"] == s) & (arrays["labels"] == label)
             if split == "held_out" and not (arrays["split"] == s).any():
                 continue  # data.train_fraction is 1: nothing held out

@@ -5,11 +5,11 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LABELS = {"benign": 0, "malignant": 1}
-LABEL_NAMES = {v: k for k, v in LABELS.items()}
+from trainables.cohort import LABEL_NAMES
+
+LABELS = {name: label for label, name in enumerate(LABEL_NAMES)}  # also the folder names that label slices
 # Most specific key first: a file's own row wins over its series', study's and patient's.
 KEY_COLUMNS = ("file", "series_uid", "study_uid", "patient_id")
-LABEL_FOLDERS = {"benign": 0, "malignant": 1}
 
 
 class LabelError(ValueError):
@@ -81,5 +81,5 @@ def parse_label(raw: str) -> int | None:
 def folder_label(rel_path: str) -> int | None:
     """The label from a `benign/` or `malignant/` folder anywhere in the path."""
     parts = {part.lower() for part in Path(rel_path).parts[:-1]}
-    found = {LABEL_FOLDERS[p] for p in parts & set(LABEL_FOLDERS)}
+    found = {LABELS[p] for p in parts & set(LABELS)}
     return found.pop() if len(found) == 1 else None

@@ -443,9 +443,13 @@ def _pet_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: 
     return ds
 
 
-# What the phantom can draw and write, per modality of orchestrator.data.modalities: a renderer
-# (physical values of one slice) and a DICOM writer.
+# What the phantom draws and writes for each modality of the registry (orchestrator.data.modalities): a
+# renderer (physical values of one slice) and a DICOM writer. A modality added there without one here
+# stops at import, so the phantom, its CLI and the registry cannot disagree.
 WRITERS = {"ct": (render_ct, _ct_dataset), "pet": (render_pet_suv, _pet_dataset)}
+if set(WRITERS) != set(MODALITIES):
+    raise ImportError(f"the phantom draws {sorted(WRITERS)}, the modality registry holds {sorted(MODALITIES)}: "
+                      "add the missing renderer and writer to WRITERS")
 # Per-slice attributes that an enhanced image moves into its functional groups.
 FRAME_ATTRIBUTES = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
                     "RescaleIntercept", "RescaleSlope", "RescaleType", "InstanceNumber", "SliceLocation", "ImageIndex",

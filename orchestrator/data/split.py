@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("train", "val", "test", "held_out")  # codes 0..3, as in trainables.cohort
+from trainables.cohort import HELD_OUT, TRAIN
+
 
 
 class SplitError(ValueError):
@@ -60,9 +61,9 @@ def hold_out_training(assignment: dict[str, int], patient_labels: dict[str, int]
     rng = np.random.default_rng([seed, 1])  # a stream of its own: the split above does not move
     result = dict(assignment)
     for label in sorted(set(patient_labels.values())):
-        train = sorted(p for p, code in assignment.items() if code == 0 and patient_labels[p] == label)
+        train = sorted(p for p, code in assignment.items() if code == TRAIN and patient_labels[p] == label)
         keep = max(1, round(len(train) * fraction))
         for rank, index in enumerate(rng.permutation(len(train))):
             if rank >= keep:
-                result[train[index]] = 3
+                result[train[index]] = HELD_OUT
     return result

@@ -14,8 +14,9 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from trainables.cohort import LABEL_NAMES
+
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-LABEL_NAMES = {0: "benign", 1: "malignant"}
 
 
 def write_secondary_captures(images: np.ndarray, labels: np.ndarray, set_name: str, out: Path) -> list[Path]:

@@ -30,11 +30,11 @@ import torch
 
 from orchestrator.config import Config
 from orchestrator.data.synthetic_dicom import write_secondary_captures
-from orchestrator.plots import LABELS, plot_image_rows
+from orchestrator.plots import plot_image_rows
 from orchestrator.ranking import best_per_architecture
 from orchestrator.stages import StageContext
 from trainables.classify.arms import label_counts
-from trainables.cohort import TRAIN
+from trainables.cohort import LABEL_NAMES, TRAIN
 from trainables.metrics import nearest_correlation
 
 GRID_PER_LABEL = 8
@@ -174,7 +174,7 @@ def save_closest_pairs(images: np.ndarray, train_images: np.ndarray, r: np.ndarr
 def save_real_vs_synthetic(train_images: np.ndarray, train_labels: np.ndarray, images: np.ndarray,
                            labels: np.ndarray, path: Path, title: str = "") -> None:
     """Rows: real benign, real malignant, synthetic benign, synthetic malignant (up to 8 each)."""
-    rows = [(f"{source} {LABELS[label]}", np.asarray(pool[np.flatnonzero(pool_labels == label)[:GRID_PER_LABEL]]))
+    rows = [(f"{source} {LABEL_NAMES[label]}", np.asarray(pool[np.flatnonzero(pool_labels == label)[:GRID_PER_LABEL]]))
             for source, pool, pool_labels in (("real", train_images, train_labels), ("synthetic", images, labels))
             for label in (0, 1)]
     plot_image_rows(rows, path, title)

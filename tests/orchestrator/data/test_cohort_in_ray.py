@@ -6,6 +6,7 @@ import pytest
 import ray
 
 from orchestrator.data.ingest import ingest
+from trainables.cohort import TRAIN
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def local_ray():
 def summarise(arrays: dict) -> dict:
     """Runs in a Ray worker process: what a trial does with the handle it is given."""
     images = arrays["images"]
-    train = arrays["split"] == 0
+    train = arrays["split"] == TRAIN
     return {
         "shape": images.shape,
         "train_sum": float(images[train].astype(np.float64).sum()),

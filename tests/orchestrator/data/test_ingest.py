@@ -14,7 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
 from orchestrator.data.ingest import IngestError, format_summary, ingest
-from orchestrator.data.split import SPLITS
+from trainables.cohort import SPLITS, VAL
 from orchestrator.ingest import main as ingest_main
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -281,7 +281,7 @@ def test_split_keeps_each_patient_in_one_set_with_both_labels_everywhere(phantom
         assert set(cohort.labels[cohort.split == s]) == {0, 1}, name
     assert not (cohort.split == SPLITS.index("held_out")).any()
     images, labels = cohort.subset("val")
-    assert len(images) == len(labels) == int((cohort.split == 1).sum())
+    assert len(images) == len(labels) == int((cohort.split == VAL).sum())
 
 
 def test_train_fraction_holds_out_training_patients_and_moves_no_other(phantom_dir, data_cfg, capsys):

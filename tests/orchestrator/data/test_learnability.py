@@ -24,6 +24,7 @@ from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import write_phantom_cohort
 from orchestrator.statistics import utility
 from trainables.classify.arms import Arm
+from trainables.cohort import TEST, TRAIN, VAL
 
 LAPTOP = load_config("pet", "laptop").data
 PATIENTS, SLICES, SIZE = LAPTOP.phantom_patients, LAPTOP.phantom_slices, LAPTOP.size
@@ -73,7 +74,7 @@ def test_all_training_patients_beat_the_laptop_share_of_them(tmp_path, data_cfg)
     write_phantom_cohort(tmp_path / "data", patients=PATIENTS, modality="pet", seed=11, slices=SLICES)
     cohort = ingest(tmp_path / "data", replace(data_cfg, size=SIZE, split=LAPTOP.split))
     arrays = cohort.as_arrays()
-    train, scored = arrays["split"] == 0, np.isin(arrays["split"], (1, 2))  # validation and test patients
+    train, scored = arrays["split"] == TRAIN, np.isin(arrays["split"], (VAL, TEST))  # validation and test patients
     x, y, patients = arrays["images"].astype(np.float32), arrays["labels"].astype(np.int64), arrays["patients"]
 
     rows = np.flatnonzero(train)

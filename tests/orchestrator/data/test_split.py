@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.data.split import SplitError, hold_out_training, split_patients
+from trainables.cohort import HELD_OUT, TEST, VAL
 
 FRACTIONS = (0.7, 0.2, 0.1)
 
@@ -79,12 +80,12 @@ def test_train_fraction_holds_out_training_patients_only_stratified_and_independ
     split = split_patients(cohort, FRACTIONS, seed)
     kept = hold_out_training(split, cohort, fraction, seed)
     assert {p for p, c in kept.items() if c in (1, 2)} == {p for p, c in split.items() if c in (1, 2)}
-    assert all(kept[p] == split[p] for p in split if split[p] in (1, 2))  # validation and test never move
+    assert all(kept[p] == split[p] for p in split if split[p] in (VAL, TEST))  # validation and test never move
     for label in (0, 1):
         train = [p for p in split if split[p] == 0 and cohort[p] == label]
         stays = [p for p in train if kept[p] == 0]
         assert len(stays) == max(1, round(len(train) * fraction))
-        assert all(kept[p] == 3 for p in train if p not in stays)
+        assert all(kept[p] == HELD_OUT for p in train if p not in stays)
     shuffled = dict(random.Random(seed).sample(list(cohort.items()), len(cohort)))
     assert hold_out_training(split_patients(shuffled, FRACTIONS, seed), shuffled, fraction, seed) == kept
     assert hold_out_training(split, cohort, 1.0, seed) == split

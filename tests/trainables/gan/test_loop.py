@@ -17,6 +17,7 @@ from trainables.gan import checkpoint
 from trainables.gan.checkpoint import STATE_FILE, MissingState
 from trainables.gan.loop import fit, train_gan_worker
 from trainables.gan.models import build_gan
+from trainables.cohort import VAL
 
 
 def gan_config(**changes) -> dict:
@@ -179,7 +180,7 @@ def test_a_diverging_run_stops_with_a_reason_instead_of_crashing(smoke_arrays, t
 @pytest.mark.slow
 def test_a_short_run_moves_fid_and_ssim_the_right_way(smoke_arrays):
     cfg = gan_config(arch="cgan", epochs=12, eval_every=12, eval_images=64)
-    val = smoke_arrays["split"] == 1
+    val = smoke_arrays["split"] == VAL
     evaluator = GanEvaluator(torch.from_numpy(smoke_arrays["images"][val].astype("float32")).unsqueeze(1),
                              torch.from_numpy(smoke_arrays["labels"][val].astype("int64")),
                              num_images=64, latent_dim=cfg["latent_dim"], seed=cfg["seed"])
