@@ -1,12 +1,16 @@
-"""What a trial receives: the cohort arrays (`images`, `labels`, `patients`, `split`).
+"""What a trial receives: the cohort arrays (`images`, `labels`, `patients`, `split`), and the one home
+of the codes they hold.
 
-`split` holds these codes, in the order of `orchestrator.data.split.SPLITS`. HELD_OUT marks
-training patients left out of all training by `data.train_fraction` (the data-scarcity
-control); only the oracle arm of stage 3 reads them.
+`split` holds the codes below (SPLITS names them, in code order). HELD_OUT marks training patients
+left out of all training by `data.train_fraction` (the data-scarcity control); only the oracle arm
+of stage 3 reads them. `labels` holds 0 / 1 (LABEL_NAMES names them).
 """
 import numpy as np
 
 TRAIN, VAL, TEST, HELD_OUT = 0, 1, 2, 3
+SPLITS = ("train", "val", "test", "held_out")  # SPLITS[code]
+BENIGN, MALIGNANT = 0, 1
+LABEL_NAMES = ("benign", "malignant")  # LABEL_NAMES[label]
 
 
 def num_classes(labels: np.ndarray) -> int:

@@ -152,10 +152,12 @@ def better_candidate(val_auc: float, degenerate: str, best: dict) -> bool:
 
 
 def batch_indices(n: int, batch_size: int, rng: torch.Generator):
-    """Endless batches of indices into a set of n: reshuffled passes, the last short batch of a pass kept."""
+    """Endless batches of indices into a set of n: reshuffled passes, the last short batch of a pass kept
+    unless it holds one image (BatchNorm cannot train on a batch of one: a set of 33 at batch 32 crashed
+    ResNet; that image is drawn again in the next pass)."""
     while True:
         order = torch.randperm(n, generator=rng)
-        yield from order.split(batch_size)
+        yield from (batch for batch in order.split(batch_size) if len(batch) > 1 or n == 1)
 
 
 @torch.no_grad()

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_CLASSES = 2
+from trainables.cohort import LABEL_NAMES
+
+NUM_CLASSES = len(LABEL_NAMES)  # benign, malignant: the logits every classifier returns
 CLASSIFIER_REGISTRY: dict[str, Callable[[str], nn.Module]] = {}
 
 

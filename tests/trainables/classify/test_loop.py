@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
 from trainables.classify.arms import (
@@ -15,7 +16,7 @@ from trainables.classify.arms import (
     real_patients,
     training_set,
 )
-from trainables.classify.loop import better_candidate, fit_classifier
+from trainables.classify.loop import batch_indices, better_candidate, fit_classifier
 from trainables.cohort import HELD_OUT, TEST, TRAIN
 
 
@@ -153,6 +154,15 @@ def test_the_permuted_arm_has_the_synthetic_images_with_their_labels_shuffled(sm
     image_says = x[source == SYNTHETIC].flatten(1)[:, 0].long()  # each image shows its true label
     assert 0.3 < float((image_says == y[source == SYNTHETIC]).float().mean()) < 0.7
     assert sorted(image_says.tolist()) == sorted(y[source == SYNTHETIC].tolist())  # same label counts
+
+
+def test_no_batch_holds_a_single_image_which_batchnorm_cannot_train_on():
+    rng = torch.Generator().manual_seed(0)
+    batches = batch_indices(33, 32, rng)
+    sizes = [len(next(batches)) for _ in range(6)]
+    assert sizes == [32] * 6  # the 33rd image of each pass waits for the next, reshuffled one
+    batches = batch_indices(34, 32, rng)
+    assert [len(next(batches)) for _ in range(4)] == [32, 2, 32, 2]
 
 
 def test_a_degenerate_round_is_never_kept_over_a_non_degenerate_one():
