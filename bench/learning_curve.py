@@ -1,7 +1,11 @@
 """Does more real data help each product classifier at the laptop recipe? The learning curve the
 oracle arm relies on, measured outside Ray.
 
-    python -m bench.learning_curve [--classifiers yolov8,resnet] [--epochs 15] [--seeds 0,1,2]
+    python -m bench.learning_curve [--classifiers yolov8,resnet] [--epochs 100] [--seeds 0,1,2]
+
+In `python -m bench`: yolov8, mobilenet and resnet at 100 passes (200 optimiser steps, about 7x the
+laptop preset's), 3 seeds, about 4 minutes on 2 cores; VGG-16 is left out there (about 13 minutes
+more at one thread per trial) and runs with `--classifiers vgg16`.
 
 For each classifier: stage 3's own training (`fit_classifier`, the laptop preset's recipe and
 cohort, one torch thread per trial as a packed trial has) on (a) the laptop preset's scarce
@@ -55,8 +59,15 @@ def one_trial(job: tuple) -> dict:
             "best_epoch": final["best_epoch"], "real_patients": final["real_patients"]}
 
 
-def measure(classifiers: list[str], epochs: int | None, seeds: list[int], overrides: list[str],
-            workers: int = 2) -> Section:
+def measure(quick: bool = False) -> Section:
+    """The suite's run: three classifiers at 100 passes and 3 seeds (`quick`: yolov8, 2 passes, 2 seeds)."""
+    if quick:
+        return learning_curve(["yolov8"], 2, [0, 1], [])
+    return learning_curve(["yolov8", "mobilenet", "resnet"], 100, [0, 1, 2], [])
+
+
+def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int], overrides: list[str],
+                   workers: int = 2) -> Section:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("pet", "laptop", overrides=[f"data.cache_dir={Path(tmp) / 'cache'}", *overrides])
         arrays = phantom_arrays(cfg)
@@ -113,7 +124,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     args = parser.parse_args()
-    section = measure(args.classifiers.split(","), args.epochs, [int(s) for s in args.seeds.split(",")], args.set)
+    section = learning_curve(args.classifiers.split(","), args.epochs, [int(s) for s in args.seeds.split(",")],
+                             args.set)
     print(section.markdown())
 
 

@@ -1,9 +1,10 @@
 """`python -m bench [--quick] [--only NAME ...]`: the benchmark suite, each figure against a baseline
 measured in the same run, printed and written to bench/results.md with the machine description.
 
-Benchmarks (the numbers are issue 8's list): overhead, packing, data, metrics, search, gpu; and
-issue 14's: gan_budget (GAN learning per CPU minute), classifier_step (stage 3's cost per classifier),
-laptop (the default command end to end).
+Benchmarks: overhead (a GAN trial under Tune + Train), packing (classifier trials per CPU), data
+(ingest vs cache), metrics (evaluation's cost), search (TPE + ASHA vs random), gan_budget (GAN learning
+per CPU minute), classifier_step (stage 3's cost per classifier), learning_curve (what more real
+patients give each classifier at the laptop recipe), laptop (the default command end to end), gpu.
 `--quick` shrinks each to a smoke check of the benchmark itself (minutes); its figures are
 not the ones to quote.
 """
@@ -19,7 +20,8 @@ from bench.common import REPO, machine
 
 BENCHMARKS = {"overhead": "bench.overhead", "packing": "bench.packing", "data": "bench.data_path",
               "metrics": "bench.metric_cost", "search": "bench.search_efficiency", "gan_budget": "bench.gan_budget",
-              "classifier_step": "bench.classifier_step", "laptop": "bench.laptop", "gpu": "bench.gpu"}
+              "classifier_step": "bench.classifier_step", "learning_curve": "bench.learning_curve",
+              "laptop": "bench.laptop", "gpu": "bench.gpu"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,11 @@ stratified), five seeds each, scored on the 80 validation and test patients; the
 and its interval come from the sweep's own patient-level statistics. Measured: all patients
 0.73, 15 % (18 patients) 0.57; an ideal observer on the recorded nodule parameters 0.93
 (tests/orchestrator/data/test_phantom.py).
+
+What this shows is narrow: one phantom draw (seed 11), the central slice of each nodule. The
+same regime on the sweep's own default draw (seed 0, 3 mm slab) gains nothing, and other draws
+fall in between (bench/results.md, "learning curve"): the phantom's data-hunger depends on the
+draw, so a pass here does not mean the default run's oracle can see a gain.
 """
 from __future__ import annotations
 
