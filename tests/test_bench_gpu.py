@@ -17,13 +17,12 @@ def test_every_part_of_the_gpu_benchmark_runs_on_the_cpu():
     steps, (trial,), packing, one_trial = tables
     settings = {(row["precision"], row["layout"], row["compile"]) for row in steps}
     assert settings == {("fp32", "contiguous", ""), ("fp32", "channels_last", ""), ("bf16", "contiguous", ""),
-                        ("bf16", "channels_last", ""), ("bf16", steps[-1]["layout"], "compiled")}
+                        ("bf16", "channels_last", "")}  # the compiled row is the GPU run's (CPU_SCALE)
     assert all(row["images / s"] > 0 for row in steps) and steps[0]["/ fp32 contiguous"] == 1
     assert trial["trial device"] == "cpu" and trial["images / s"] > 0
     assert trial["GPU use over the trial %"] == "no samples"  # no nvidia-smi here: said, not made up
     assert [row["trials at a time"] for row in packing] == ["1 per CPU", "2 per CPU"]
     assert all(row["wall s"] > 0 for row in packing + one_trial)
-    assert any(note.startswith("32 px: torch.compile took") for note in section.notes)
     assert len(section.ratios) == 4 and all(value > 0 for value in section.ratios.values())
     assert "c. 2 resnet trials at 32 px, packed:" in section.markdown()
 
