@@ -155,15 +155,17 @@ def test_a_patient_with_slices_of_both_labels_is_counted_once():
     assert cases.describe() == "3 test patients (1 benign, 1 malignant, 1 with slices of both labels), 6 slices"
 
 
-def test_a_planted_difference_is_found_and_survives_holm():
+def test_a_planted_difference_is_found_and_survives_holm_and_the_tstr_proxy_stays_out_of_the_family():
     rng = np.random.default_rng(5)
     labels, patients = cohort(rng)
-    summary = utility(trials(rng, labels, patients, {"real": 0.5, "synthetic:x:1": 2.0, "classic": 0.5}),
-                      min_patients_per_label=10)
+    summary = utility(trials(rng, labels, patients, {"real": 0.5, "synthetic:x:1": 2.0, "classic": 0.5,
+                                                     "tstr:x": 2.0}), min_patients_per_label=10)
     by_arm = {a.arm_id: a for a in summary.arms}
     planted = by_arm["synthetic:x:1"]
     assert planted.deltas["roc_auc"].low > 0 and planted.holm_p < 0.05
     assert by_arm["classic"].deltas["roc_auc"].low < 0 < by_arm["classic"].deltas["roc_auc"].high
+    # the proxy gets its difference and interval, but no p-value: it costs the real comparisons nothing
+    assert by_arm["tstr:x"].deltas["roc_auc"].low > 0 and math.isnan(by_arm["tstr:x"].holm_p)
     assert summary.family_size() == 2
 
 
