@@ -15,7 +15,6 @@ written to `--out` to look at.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import tempfile
 import time
@@ -64,7 +63,7 @@ def train_for(name: str, changes: dict, minutes: float, tmp: Path, out: Path) ->
 
     torch.set_num_threads(1)
     cfg = laptop_config(tmp)
-    gan = {**dataclasses.asdict(cfg.gan), "arch": "cgan", "image_size": cfg.data.size, "epochs": 10**6,
+    gan = {**cfg.gan_settings(), "arch": "cgan", "epochs": 10**6,
            "eval_every": 25, "res_blocks": 1, **changes}
     arrays = phantom_arrays(cfg)
     started, curve, speed = time.perf_counter(), [], []
@@ -96,7 +95,7 @@ def measure(quick: bool, minutes: float = 5.0, only: list[str] | None = None, ou
         tmp = Path(tmp)
         cfg = laptop_config(tmp)
         arrays = phantom_arrays(cfg)  # made once here, read by the workers from the same cache
-        floor = fid_floor(dataclasses.asdict(cfg.gan), arrays)["fid_floor"]
+        floor = fid_floor(cfg.gan_settings(), arrays)["fid_floor"]
         with ProcessPoolExecutor(max_workers=2) as pool:
             runs = dict(zip(names, pool.map(train_for, names, [SETTINGS[n] for n in names], [minutes] * len(names),
                                             [tmp] * len(names), [out] * len(names))))

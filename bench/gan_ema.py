@@ -50,7 +50,7 @@ def main() -> None:
         print(f"{args.arch}, {args.epochs} epochs, ema_decay {config.gan.ema_decay}, {args.images} images vs "
               f"{len(val_labels)} validation slices")
         for seed in args.seeds:
-            cfg = {**dataclasses.asdict(config.gan), "image_size": config.data.size, "arch": args.arch,
+            cfg = {**config.gan_settings(), "arch": args.arch,
                    "epochs": args.epochs, "eval_every": args.epochs, "eval_images": args.images, "seed": seed}
             kept = tmp / f"seed{seed}"
             fit(cfg, data, lambda metrics, folder: shutil.copytree(folder, kept))

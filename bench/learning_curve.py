@@ -28,7 +28,6 @@ import pandas as pd
 
 from bench.common import Section, phantom_arrays
 from orchestrator.config import load_config
-from orchestrator.stages.classify import RECIPE_KEYS
 from orchestrator.statistics import utility
 from trainables.classify.arms import Arm, patient_labels
 from trainables.classify.loop import fit_classifier
@@ -72,7 +71,7 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
         cfg = load_config("pet", "laptop", overrides=[f"data.cache_dir={Path(tmp) / 'cache'}", *overrides])
         arrays = phantom_arrays(cfg)
     c = cfg.classify
-    recipe = {k: getattr(c, k) for k in RECIPE_KEYS}
+    recipe = c.recipe()
     ratio = all_patients_ratio(arrays)
     jobs = []
     for classifier in classifiers:

@@ -68,7 +68,7 @@ def run_search(algorithm: str, seed: int, cfg, data_ref, epochs: int, budget: in
     else:  # every trial runs to its end: the budget holds ceil(budget / epochs) of them
         tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=seed),
                                       num_samples=-(-budget // epochs), max_concurrent_trials=2)
-    param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "epochs": epochs,
+    param_space = {**cfg.gan_settings(), "epochs": epochs,
                    "seed": seed, **to_tune_space(SPACE)}
     results = tune.Tuner(
         tune.with_resources(tune.with_parameters(gan_epochs, data=[data_ref]), {"cpu": 1}),

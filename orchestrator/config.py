@@ -123,6 +123,9 @@ class SynthConfig:
     seed: int = 0
 
 
+RECIPE = {"recipe": True}  # field metadata: part of the classifier training recipe (ClassifyConfig.recipe)
+
+
 @dataclass(frozen=True)
 class ClassifyConfig:
     """Stage 3: a Tune grid of classifier x arm x seed; one recipe for every arm."""
@@ -136,20 +139,26 @@ class ClassifyConfig:
     classic: bool = True  # the real + flips / small rotations arm
     permuted: bool = True  # the negative control: each set at the largest ratio with its labels shuffled
     tstr_classifier: str = "mobilenet"  # trained on synthetic only, scored on real validation: the utility proxy
-    epochs: int = 40  # passes over the real training split's batches: every arm takes as many optimiser steps
+    # RECIPE marks the fields every classifier trial receives as its training recipe (stage 3, reproduce).
+    # epochs: passes over the real training split's batches; every arm takes as many optimiser steps
+    epochs: int = field(default=40, metadata=RECIPE)
     # classifier -> passes instead of `epochs`, for a model too costly for this machine at the full
     # schedule (kept at its true architecture, trained shorter; the report says so)
     epochs_per_classifier: dict[str, int] = field(default_factory=dict)
-    batch_size: int = 32
-    lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
-    patience: int = 8  # epochs without a better validation AUC before stopping
+    batch_size: int = field(default=32, metadata=RECIPE)
+    lr: float = field(default=1.0e-3, metadata=RECIPE)
+    weight_decay: float = field(default=1.0e-4, metadata=RECIPE)
+    patience: int = field(default=8, metadata=RECIPE)  # epochs without a better validation AUC before stopping
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
     bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
-    bf16: bool = False  # bf16 autocast in training and scoring (for GPUs; CPU runs it too, slowly)
+    bf16: bool = field(default=False, metadata=RECIPE)  # bf16 autocast, training and scoring (GPUs; CPU runs it)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: resolved at the start: 0.25 (four trials per GPU) or 0
     weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file
+
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe every classifier trial receives: the fields marked RECIPE."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("recipe")}
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def gan_settings(self) -> dict[str, Any]:
+        """What a GAN trial (and the FID floor) receives: every GanConfig field and the data's image size.
+        The one conversion from the typed config; a trial adds what it searched."""
+        return {**dataclasses.asdict(self.gan), "image_size": self.data.size}
 
 
 def load_config(

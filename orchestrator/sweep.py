@@ -251,7 +251,7 @@ def log_fid_floor(cfg: Config, arrays: dict, tracker) -> dict:
     from trainables.gan.evaluate import fid_floor
 
     try:
-        floor = fid_floor(dataclasses.asdict(cfg.gan), arrays)
+        floor = fid_floor(cfg.gan_settings(), arrays)
     except (OSError, ValueError) as err:
         print(f"FID floor not computed: {err}", file=sys.stderr)
         tracker.log_sweep_figures({}, tags={"fid_floor": f"not computed: {err}"[:4000]})

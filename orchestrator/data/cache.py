@@ -13,6 +13,7 @@ two concurrent ones never leave a half-written entry.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,9 +28,10 @@ from orchestrator.config import DataConfig
 from trainables.cohort import SPLITS
 
 CACHE_FORMAT = 2  # 2: nodule crops and their provenance
-# The settings that change what ingest produces; the others (phantom_*, cache_dir) do not.
-PREPROCESSING_FIELDS = ("modality", "size", "seed", "split", "train_fraction", "ct_window", "pet_suv_max",
-                        "min_slice_px", "roi_mm", "pixel_mm", "slab_mm")
+# The settings that change what ingest produces: every DataConfig field but these, so a field added
+# later keys the cache until it is listed here (a needless re-ingest, never a stale cohort).
+NOT_PREPROCESSING = ("cache_dir", "phantom_patients", "phantom_slices", "phantom_size")
+PREPROCESSING_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name not in NOT_PREPROCESSING)
 
 
 @dataclass(frozen=True)

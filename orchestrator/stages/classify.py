@@ -34,7 +34,6 @@ from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
 
 EXPERIMENT = "classify"
-RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "bf16")
 PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
 
 
@@ -176,7 +175,7 @@ def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, ca
                 resume: bool) -> tune.Tuner:
     c = cfg.classify
     grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
-    param_space = {**{k: getattr(c, k) for k in RECIPE_KEYS}, "weights": dict(c.weights),
+    param_space = {**c.recipe(), "weights": dict(c.weights),
                    "epochs_per_classifier": dict(c.epochs_per_classifier), **grid}
     param_space["gpus"] = trial_resources(c)["gpu"]  # what the trial holds: it computes there or fails
     requests = resources_by_classifier(c)

@@ -10,7 +10,6 @@ Selection uses the validation split only (the test split is for stage 3's final 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume:
     """The Tuner for stage 1 under `sweep_path` (a folder or URI), new or restored."""
     search = cfg.search
     trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), TRIAL_TOKEN)
-    param_space = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "_train": train_settings(cfg, sweep_path),
+    param_space = {**cfg.gan_settings(), "_train": train_settings(cfg, sweep_path),
                    **to_tune_space(search.space)}
     if resume:
         path = f"{sweep_path}/{EXPERIMENT}"

@@ -1,7 +1,6 @@
 """Stage 2's sampling task: flagged near-copies are replaced by fresh draws, so a set keeps its size."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import numpy as np
@@ -17,7 +16,7 @@ from trainables.gan.loop import fit
 @pytest.fixture(scope="module")
 def checkpoint(smoke_arrays, tmp_path_factory):
     cfg = load_config("pet", "smoke")
-    gan = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "epochs": 1, "eval_images": 8,
+    gan = {**cfg.gan_settings(), "epochs": 1, "eval_images": 8,
            "g_channels": 8, "d_channels": 8, "n_critic": 1}
     kept = tmp_path_factory.mktemp("ckpt") / "checkpoint"
     fit(gan, smoke_arrays, lambda metrics, folder: shutil.copytree(folder, kept))

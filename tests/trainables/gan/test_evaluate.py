@@ -1,7 +1,6 @@
 """The FID floor: real slices scored the way a trial scores its generator."""
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
@@ -12,7 +11,7 @@ from trainables.gan.models import build_gan
 
 def test_the_floor_is_real_training_slices_against_validation_and_below_an_untrained_generator(smoke_arrays):
     cfg = load_config("pet", "smoke")
-    gan = {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, "eval_images": 16}
+    gan = {**cfg.gan_settings(), "eval_images": 16}
     floor = fid_floor(gan, smoke_arrays)
     assert floor["floor_images"] == 16 and floor["floor_patients"] >= 2
     assert {"fid_floor", "kid_mean_floor", "kid_std_floor"} <= floor.keys() and len(floor["fid_weights_sha256"]) == 64

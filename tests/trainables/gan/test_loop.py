@@ -1,7 +1,6 @@
 """The GAN loop: it trains, checkpoints, resumes exactly, stops on divergence, runs under Ray Train."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -23,7 +22,7 @@ from trainables.cohort import VAL
 def gan_config(**changes) -> dict:
     """The smoke preset's GAN settings as the plain dict a worker gets."""
     cfg = load_config("pet", "smoke")
-    return {**dataclasses.asdict(cfg.gan), "image_size": cfg.data.size, **changes}
+    return {**cfg.gan_settings(), **changes}
 
 
 class Recorder:
