@@ -48,9 +48,12 @@ METRIC_NAMES = {"accuracy": "accuracy", "sensitivity": "sensitivity", "specifici
 
 
 def _p(p: float, adjusted: float | None = None) -> str:
+    """'p', or 'p (Holm-adjusted p)'; an arm outside the family (a proxy) says so instead of 'nan'."""
     if math.isnan(p):
         return ""
-    return f"{p:.3g}" if adjusted is None else f"{p:.3g} ({adjusted:.3g})"
+    if adjusted is None:
+        return f"{p:.3g}"
+    return f"{p:.3g} ({adjusted:.3g})" if not math.isnan(adjusted) else f"{p:.3g} (not in the Holm family)"
 
 
 def conclusions(summary: Utility) -> list[str]:

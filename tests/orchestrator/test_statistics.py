@@ -18,6 +18,7 @@ import scipy.optimize
 from sklearn.metrics import accuracy_score, recall_score, roc_auc_score
 
 from bench.calibration import Scenario, rates, simulated_table, true_delta_auc
+from orchestrator.report import utility_table
 from orchestrator.statistics import (
     Cases,
     Estimate,
@@ -166,6 +167,8 @@ def test_a_planted_difference_is_found_and_survives_holm_and_the_tstr_proxy_stay
     assert by_arm["classic"].deltas["roc_auc"].low < 0 < by_arm["classic"].deltas["roc_auc"].high
     # the proxy gets its difference and interval, but no p-value: it costs the real comparisons nothing
     assert by_arm["tstr:x"].deltas["roc_auc"].low > 0 and math.isnan(by_arm["tstr:x"].holm_p)
+    table = utility_table(summary).set_index("arm")
+    assert table.loc["tstr:x", "Δ AUC p (Holm)"].endswith("(not in the Holm family)")
     assert summary.family_size() == 2
 
 
