@@ -159,7 +159,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
             if not math.isnan(best.detectable):
                 found += f" (it detects {best.detectable:.2f} or more at 80 % power)"
         text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
-        if worth_of is not None:
+        if worth_of is not None and control_works(arms):  # a flat curve prices nothing: no worth is read off it
             text += f"; {worth_of.describe()}, against {real.real_patients:.0f} in the scarce set"
         lines.append(text + control_note(arms) + ".")
     if not lines:
@@ -171,6 +171,12 @@ def verdict(outcome: SweepOutcome) -> list[str]:
         lines.append(f"The best generator ({row['arch']}) scores {fid_key} {row[fid_key]:.1f} against a real-vs-real "
                      f"floor of {row[f'{fid_key}_floor']:.1f}.")
     return lines
+
+
+def control_works(arms: list) -> bool:
+    """Whether the positive control works: the oracle's largest rung gains, its interval above zero."""
+    top = top_rung(arms)
+    return top is not None and top.deltas["roc_auc"].low > 0
 
 
 def top_rung(arms: list):
@@ -185,7 +191,7 @@ def control_note(arms: list) -> str:
     notes = []
     top = top_rung(arms)
     if top is not None:
-        notes.append("more real patients help (the positive control works)" if top.deltas["roc_auc"].low > 0 else
+        notes.append("more real patients help (the positive control works)" if control_works(arms) else
                      "more real patients show no gain either, so this split cannot tell")
     if any(_claimed(a) for a in arms if a.arm.kind == "permuted" and not a.degenerate):
         notes.append("the permuted-label control differs from real only, which it should not: read nothing here")
@@ -315,6 +321,9 @@ def oracle_bracket(classifier: str, arms: list) -> list[str]:
     else:
         lines = [f"{classifier}: the oracle with {more} gains {_signed(gain)}, reaching zero: this test split cannot "
                  "show a gain of that size, from synthetic images or otherwise."]
+    if gain.low <= 0 and arm_worth(arms):
+        return lines + [f"{classifier}: no arm is priced in real patients: the oracle's curve it would be read on "
+                        "does not rise beyond its own interval."]
     scarce = next((a.real_patients for a in arms if a.arm_id == "real"), math.nan)
     for arm_id, w in arm_worth(arms).items():
         lines.append(f"{classifier}: {arm_id} is {w.describe()} (the scarce set has {scarce:.0f}).")

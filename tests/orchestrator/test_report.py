@@ -109,14 +109,17 @@ def test_findings_and_verdict_say_what_a_synthetic_arm_is_worth_in_real_patients
     assert opening.endswith("(more real patients help (the positive control works)).")
 
 
-def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell(results):
+def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results):
     flat = results[results.arm_id == "real"].assign(arm_id="oracle:1", real_patients=24)
     both = pd.concat([results.assign(real_patients=12), flat], ignore_index=True)
     outcome = SweepOutcome("pet-1", results=both, summary=utility(both, min_patients_per_label=10, draws=500))
+    lines = findings(outcome)
     assert any(line.startswith("resnet: the oracle with 24 real patients gains +0.000 [") and line.endswith(
         "reaching zero: this test split cannot show a gain of that size, from synthetic images or otherwise.")
-        for line in findings(outcome))
-    assert "more real patients show no gain either, so this split cannot tell" in verdict(outcome)[0]
+        for line in lines)
+    assert "resnet: no arm is priced in real patients" in " ".join(lines) and "real patients [" not in " ".join(lines)
+    opening = verdict(outcome)[0]
+    assert "more real patients show no gain either, so this split cannot tell" in opening and "worth" not in opening
 
 
 def test_failed_trials_are_listed_with_their_reason(results, tmp_path):
