@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=["series", "slices"], default="series", help="default series")
     parser.add_argument("--enhanced", action="store_true", help="series as enhanced multi-frame files")
     parser.add_argument("--slices", type=int, default=defaults.phantom_slices,
-                        help=f"slices per series, or per patient with --layout slices (default {defaults.phantom_slices})")
+                        help=f"slices per series, or per patient with --layout slices "
+                             f"(default {defaults.phantom_slices})")
     parser.add_argument("--size", type=int, default=defaults.phantom_size,
                         help=f"pixel side of --layout slices files (default {defaults.phantom_size}); series use the "
                              "scanner's spacing")

@@ -52,9 +52,10 @@ def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.set_title(title, fontsize=8, wrap=True)
     x = [c["patients"] for c in curve]
-    ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], color=ARM_KINDS["oracle"].colour, alpha=0.15,
+    oracle = ARM_KINDS["oracle"].colour
+    ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], color=oracle, alpha=0.15,
                     label="oracle, 95 % interval")
-    ax.plot(x, [c["auc"] for c in curve], "o-", color=ARM_KINDS["oracle"].colour, label="oracle (more real patients)")
+    ax.plot(x, [c["auc"] for c in curve], "o-", color=oracle, label="oracle (more real patients)")
     ax.axvline(x[0], color="grey", linestyle=":", label=f"scarce set ({x[0]:.0f} patients)")
     for arm in arms:
         colour = ARM_KINDS[arm["kind"]].colour

@@ -157,7 +157,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
             found = (f"changes its test AUC by {_signed(delta)}, not a difference this split can claim after Holm's "
                      "correction")
             if not math.isnan(best.detectable):
-                found += f" (it detects {best.detectable:.2f} or more at 80 % power)"
+                found += f" ({reach(best.detectable, real.metrics['roc_auc'].value)})"
         text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
         if worth_of is not None and control_works(arms):  # a flat curve prices nothing: no worth is read off it
             text += f"; {worth_of.describe()}, against {real.real_patients:.0f} in the scarce set"
@@ -284,9 +284,19 @@ def detectable_note(arms: list, n_patients: int) -> str:
         return ""
     middle = tested[len(tested) // 2]
     halve = patients_to_halve(middle.deltas["roc_auc"], n_patients)
-    return (f"; its median comparison detects a Δ AUC of {middle.detectable:.3f} or more at 80 % power and the "
-            "family's Holm level, " + (f"about {halve} test patients would halve that" if halve else
-                         "more seeds, not more test patients, would lower that"))
+    baseline = next((a.metrics["roc_auc"].value for a in arms if a.arm_id == "real"), math.nan)
+    return (f"; its median comparison at the family's Holm level: {reach(middle.detectable, baseline, 3)}, "
+            + (f"about {halve} test patients would halve that" if halve else
+               "more seeds, not more test patients, would lower that"))
+
+
+def reach(detectable: float, baseline_auc: float, digits: int = 2) -> str:
+    """What the smallest detectable Δ AUC (80 % power) means from this real-only AUC: a figure, or, when it
+    exceeds the most any arm could gain (1 - baseline), that no gain at all is detectable here."""
+    if detectable >= 1 - baseline_auc:
+        return (f"no gain is detectable here: it needs Δ AUC {detectable:.{digits}f} at 80 % power, more than the "
+                f"{1 - baseline_auc:.{digits}f} between real only and a perfect classifier")
+    return f"it detects Δ AUC {detectable:.{digits}f} or more at 80 % power"
 
 
 def learning_curve(arms: list) -> tuple[list[float], list]:
@@ -458,13 +468,15 @@ def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) ->
         if not curve:
             continue
         by_id = {a.arm_id: a for a in arms}
+        priced = control_works(arms)  # a flat curve prices nothing: the figure then shows the curve alone
         points = [{"label": f"{arm_id}: {w.describe()}", "kind": by_id[arm_id].arm.kind, "patients": w.patients,
                    "auc": by_id[arm_id].metrics["roc_auc"].value, "low": w.low, "high": w.high}
-                  for arm_id, w in arm_worth(arms).items()]
+                  for arm_id, w in arm_worth(arms).items()] if priced else []
         path = out_dir / f"learning_curve_{classifier}.png"
         plot_learning_curve([{"patients": n, "auc": e.value, "low": e.low, "high": e.high}
                              for n, e in zip(patients, curve)], points, path,
-                            f"{classifier}: {summary.cases.describe()}; {seed_counts(summary)} per point")
+                            f"{classifier}: {summary.cases.describe()}; {seed_counts(summary)} per point"
+                            + ("" if priced else "; the oracle gains nothing beyond its interval, so no arm is priced"))
         files.append(path)
         blocks += [("h3", f"What the synthetic images are worth in real patients, {classifier}"), ("image", path.name),
                    ("p", "Green: test AUC with more real training patients (held-out patients added to the scarce "

@@ -23,8 +23,9 @@ def sweep_overrides(tmp: Path, trials: int, epochs: int = EPOCHS) -> list[str]:
 
 def sweep_args(tmp: Path, url: str, trials: int, epochs: int = EPOCHS, stages: str = "gan") -> list[str]:
     """The command line of a smoke sweep under `tmp`, tracked at `url`."""
+    sets = [arg for override in sweep_overrides(tmp, trials, epochs) for arg in ("--set", override)]
     return ["pet", "--preset", "smoke", "--stages", stages, "--tracking-uri", url, "--runs-dir", str(tmp / "runs"),
-            "--storage", str(tmp / "tune"), *(arg for o in sweep_overrides(tmp, trials, epochs) for arg in ("--set", o))]
+            "--storage", str(tmp / "tune"), *sets]
 
 
 def sweep_runs(url: str, tmp: Path | str, stage: str = "gan"):

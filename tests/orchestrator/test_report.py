@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.report import SweepOutcome, conclusions, findings, utility_table, verdict, write_report
+from orchestrator.report import SweepOutcome, conclusions, findings, reach, utility_table, verdict, write_report
 from orchestrator.statistics import utility
 from browser import rendered_dom, screenshot
 
@@ -109,7 +109,7 @@ def test_findings_and_verdict_say_what_a_synthetic_arm_is_worth_in_real_patients
     assert opening.endswith("(more real patients help (the positive control works)).")
 
 
-def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results):
+def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results, tmp_path):
     flat = results[results.arm_id == "real"].assign(arm_id="oracle:1", real_patients=24)
     both = pd.concat([results.assign(real_patients=12), flat], ignore_index=True)
     outcome = SweepOutcome("pet-1", results=both, summary=utility(both, min_patients_per_label=10, draws=500))
@@ -120,6 +120,9 @@ def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_noth
     assert "resnet: no arm is priced in real patients" in " ".join(lines) and "real patients [" not in " ".join(lines)
     opening = verdict(outcome)[0]
     assert "more real patients show no gain either, so this split cannot tell" in opening and "worth" not in opening
+    write_report(tmp_path, outcome)  # the figure draws the flat curve alone, and says why
+    assert (tmp_path / "learning_curve_resnet.png").stat().st_size > 10_000
+    assert "no arm is priced" in (tmp_path / "report.md").read_text()
 
 
 def test_failed_trials_are_listed_with_their_reason(results, tmp_path):
@@ -172,3 +175,9 @@ def test_the_forest_plot_draws_no_interval_for_a_degenerate_arm():
         hollow = [line for line in ax.get_lines() if line.get_marker() == "o" and line.get_markerfacecolor() == "none"]
         assert len(spans) == 1 and len(hollow) == 1  # the sound row's interval; the degenerate row's point
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()][1] == "vgg16 synthetic 1x (degenerate)"
+
+
+def test_a_detectable_difference_beyond_what_auc_allows_is_said_as_no_detectable_gain():
+    assert reach(0.071, 0.80) == "it detects Δ AUC 0.07 or more at 80 % power"
+    said = reach(0.82, 0.54)  # a split that could only see a gain past AUC 1
+    assert said.startswith("no gain is detectable here: it needs Δ AUC 0.82") and "0.46" in said

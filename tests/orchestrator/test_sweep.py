@@ -229,7 +229,8 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     _, _, classify_runs = sweep_runs(mlflow_server, tmp_path, stage="classify")
     arms_per_classifier = 2 + 2 * len(synth_runs)  # real, classic, one synthetic ratio and its permuted control per set
     assert len(classify_runs) == 2 * arms_per_classifier + len(synth_runs)  # + the TSTR proxy per set
-    # the smoke test split (under 10 patients a label) carries no inferential claim, and says so; the FID floor is recorded
+    # the smoke test split (under 10 patients a label) carries no inferential claim, and says so;
+    # the FID floor is recorded
     assert "No inferential claim: the test split has" in report and "Holm" in report
     assert parent.data.metrics["test_patients"] < 10 and parent.data.metrics["fid_floor"] > 0
     assert "fid_floor" in report and "fid_minus_floor" in report

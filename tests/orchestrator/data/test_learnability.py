@@ -11,8 +11,8 @@ and its interval come from the sweep's own patient-level statistics. Measured: a
 
 What this shows is narrow: one phantom draw (seed 11), the central slice of each nodule. The
 same regime on the sweep's own default draw (seed 0, 3 mm slab) gains nothing, and other draws
-fall in between (bench/results.md, "learning curve"): the phantom's data-hunger depends on the
-draw, so a pass here does not mean the default run's oracle can see a gain.
+gain from nothing to +0.17 (bench/results.md, "learning curve"): the phantom's data-hunger depends
+on the draw, so a pass here does not mean the default run's oracle can see a gain.
 """
 from __future__ import annotations
 

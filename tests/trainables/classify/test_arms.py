@@ -68,6 +68,13 @@ def test_an_arm_takes_odd_and_even_counts_from_a_set_made_by_the_same_rule(pool_
         assert list(first[taken.numpy() == label]) == list(np.flatnonzero(labels == label)[:label_counts(count)[label]])
 
 
+def test_a_whole_odd_set_is_taken_as_stage_2_made_it():
+    """What failed on CT data: a set of 23 made with 12 malignant, asked for all 23."""
+    labels = np.array([0, 1] * 11 + [1])
+    images, taken = balanced_take({"images": np.zeros((23, 4, 4), np.float32), "labels": labels}, 23, "synthetic")
+    assert len(taken) == 23 and int(taken.sum()) == 12
+
+
 def test_a_new_arm_kind_registered_in_one_place_trains_end_to_end(smoke_arrays):
     """A kind that doubles the real split with its mirror images: a registry entry, then a trial like any other."""
     def mirrored(arm, data, synthetic, seed):
