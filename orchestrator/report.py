@@ -12,6 +12,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,6 +20,11 @@ from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plo
 from orchestrator.ranking import best_per_architecture
 from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
 from trainables.metrics import fid_key_in
+
+if TYPE_CHECKING:  # the stages use this module, so their result types are only named here
+    from orchestrator.stages.classify import ClassifyResult
+    from orchestrator.stages.gan import GanResult
+    from orchestrator.stages.synth import SyntheticSet
 
 
 
@@ -120,13 +126,14 @@ class SweepOutcome:
     evaluation: str = ""  # what each stage-1 validation figure rests on (images, patients, slices)
 
     @classmethod
-    def of(cls, sweep_id: str, stage_results: dict, floor: dict, test_note: str, caveats: list[str],
+    def of(cls, sweep_id: str, searched: GanResult | None, sets: list[SyntheticSet] | None,
+           measured: ClassifyResult | None, floor: dict, test_note: str, caveats: list[str],
            evaluation: str) -> SweepOutcome:
-        """From what each stage's `run` returned ({stage name: result}, the stages that ran)."""
-        gan, sets, utility = (stage_results.get(name) for name in ("gan", "synth", "classify"))
-        return cls(sweep_id, gan.table if gan else None, gan.curves if gan is not None else [], floor, sets or [],
-                   utility.results if utility else None, utility.summary if utility is not None else None,
-                   utility.failed if utility is not None else None, test_note, caveats, evaluation)
+        """From what each stage's `run` returned (None for a stage that did not run)."""
+        return cls(sweep_id, searched.table if searched else None, searched.curves if searched is not None else [],
+                   floor, sets or [], measured.results if measured else None,
+                   measured.summary if measured is not None else None,
+                   measured.failed if measured is not None else None, test_note, caveats, evaluation)
 
     def best_generators(self) -> pd.DataFrame | None:
         if self.gan_table is None or not len(self.gan_table):

@@ -23,8 +23,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from orchestrator.data.ingest import ingest
+from orchestrator.stages.gan import GAN_METRICS
 from orchestrator.storage import SweepRecord
-from orchestrator.tracking import (GAN_METRICS, PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
+from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
                                    default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
 

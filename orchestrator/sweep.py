@@ -289,7 +289,7 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
     import ray
 
     from orchestrator.report import SweepOutcome, utility_table, write_report
-    from orchestrator.stages import StageContext, stage_runner
+    from orchestrator.stages import StageContext, classify, gan, synth
     from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
 
     from orchestrator.stages.classify import fit_ladder, test_split_note
@@ -320,19 +320,21 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
         tracker.log_sweep_dict(cohort.meta["crops"], "data/crops_summary.json")
         tracker.log_sweep_file(cohort.path / "crops.json", "data")
 
-    stage_results: dict = {}
+    searched = sets = measured = None  # what each stage gave: its result is the next stage's input
     try:
         data_ref = ray.put(arrays)  # once; every trial's workers read this copy
         floor = log_fid_floor(cfg, arrays, tracker)
         clock.lap("fid_floor")
         context = StageContext(cfg, arrays, data_ref, floor, tracker, storage, sweep_path, out_dir, resume)
-        previous = None
-        for name in stages:
-            previous = stage_results[name] = stage_runner(name)(context, previous)
-            clock.lap(name)
-            if not previous:  # nothing for the next stage to work on
-                break
-        outcome = SweepOutcome.of(sweep_id, stage_results, floor, TEST_NOTE, caveats(cfg, arrays),
+        searched = gan.run(context)
+        clock.lap("gan")
+        if searched and "synth" in stages:  # a stage runs only on what the one before gave
+            sets = synth.run(context, searched)
+            clock.lap("synth")
+        if sets and "classify" in stages:
+            measured = classify.run(context, sets)
+            clock.lap("classify")
+        outcome = SweepOutcome.of(sweep_id, searched, sets, measured, floor, TEST_NOTE, caveats(cfg, arrays),
                                   evaluation_note(cfg, arrays))
         for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
@@ -361,8 +363,8 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
               f"{tracker.writes.spool}: make them with `python -m orchestrator.mlflow_writes {tracker.writes.spool} "
               f"--tracking-uri {tracking_uri}` once the server is back", file=sys.stderr)
-    summary = getattr(stage_results.get("classify"), "summary", None)
-    return SweepResult(sweep_id, bool(stage_results.get("gan")), out_dir / "report.html", tracker.parent_id,
+    summary = measured.summary if measured is not None else None
+    return SweepResult(sweep_id, bool(searched), out_dir / "report.html", tracker.parent_id,
                        tracking_uri, sweep_path, utility_table(summary) if summary is not None else None)
 
 

@@ -1,39 +1,28 @@
-"""The one place that writes to MLflow: a parent run per sweep, a nested child run per trial.
+"""The sweep's MLflow writer: a parent run per sweep, a nested child run per trial.
 
-All writes happen on the driver (a Tune callback), so a SQLite store has one writer however
-many trials run at once, and no Ray worker needs to reach the tracking server. They go
-through `orchestrator.mlflow_writes.Writes`, so a server that goes away mid-sweep costs no
-training and no record: writes wait in a spool until it answers again. Children are linked to
-the parent by its run id (`mlflow.parentRunId`), not by Ray's MLflow helpers (they do not nest
-runs). A resumed sweep finds its parent and each trial's child again by tag, so nothing is
-logged twice.
+It sits below the stages and knows none of them: `SweepTracker` holds the parent run and the
+generic writes; `ChildRunLogger` is the Tune callback every stage's trial logger extends (stage 1's
+and stage 3's live with their stage, in `orchestrator.stages`). All writes happen on the driver,
+so a SQLite store has one writer however many trials run at once, and no Ray worker needs to
+reach the tracking server. They go through `orchestrator.mlflow_writes.Writes`, so a server that
+goes away mid-sweep costs no training and no record: writes wait in a spool until it answers
+again. Children are linked to the parent by its run id (`mlflow.parentRunId`), not by Ray's
+MLflow helpers (they do not nest runs). A resumed sweep finds its parent and each trial's child
+again by tag, so nothing is logged twice.
 """
 from __future__ import annotations
 
 import json
-import math
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.train import Checkpoint
 
 from orchestrator.mlflow_writes import Writes
-from orchestrator.plots import plot_confusion, plot_roc
-from orchestrator.ranking import best_evaluation
-from orchestrator.stages.classify import read_predictions
-from orchestrator.storage import checkpoint_uri, read_file
-from trainables.classify.arms import Arm
-from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS
-from trainables.gan.checkpoint import GRID_FILE
-from trainables.gan.loop import TRAINING_METRICS
-from trainables.metrics import EVAL_METRICS
 
 SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.stage"
 REPRODUCES_TAG = "medgan.reproduces"
@@ -90,36 +79,10 @@ class SweepTracker:
         self.writes.terminate(self.parent_id, status)
         return self.writes.finish()
 
-    def trial_callback(self, metric: str, storage: str) -> GanTrialLogger:
-        return GanTrialLogger(self, metric, storage)
-
-    def classifier_callback(self) -> ClassifierTrialLogger:
-        return ClassifierTrialLogger(self)
-
     def log_dataset(self, dataset: dict) -> None:
         """The cohort as the parent run's dataset input; every trial run gets it too, as its training data."""
         self.dataset = dataset
         self.writes.log_input(self.parent_id, dataset, context="cohort")
-
-    def log_generator(self, trial_id: str, checkpoint: str, registered_name: str) -> None:
-        """A trial's best checkpoint as an MLflow PyTorch model of its run (noise and label in, image out),
-        registered as `registered_name`: `mlflow.pytorch.load_model("models:/<name>/latest")` samples from it."""
-        import numpy as np
-        import torch
-        from mlflow.models import infer_signature
-
-        from trainables.gan.sample import load_sampler
-
-        with Checkpoint(checkpoint).as_directory() as folder:
-            sampler, cfg = load_sampler(Path(folder))
-        noise, label = np.zeros((2, cfg["latent_dim"]), np.float32), np.array([0, 1], np.int64)
-        with torch.no_grad():
-            images = sampler(torch.from_numpy(noise), torch.from_numpy(label)).numpy()
-        signature = infer_signature({"noise": noise, "label": label}, images)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "sampler.pt"
-            torch.save(sampler, path)
-            self.writes.log_model(self.trial_run(trial_id), path, "generator", registered_name, signature.to_dict())
 
     def trial_run(self, trial_id: str, name: str = "", tags: dict | None = None, params: dict | None = None) -> str:
         """The run of a trial (found by its tags, made if new): one per trial, whichever process asks."""
@@ -132,15 +95,6 @@ class SweepTracker:
         now = int(time.time() * 1000)
         self.writes.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                               tags=tags)
-
-    def log_test_split(self, summary) -> None:
-        """What every stage-3 figure rests on, on the parent run: test patients and slices per label."""
-        groups = summary.cases.patient_groups()
-        self.log_sweep_figures(
-            {"test_patients": summary.cases.n_patients, "test_slices": len(summary.cases.labels),
-             **{f"test_patients_{group}": n for group, n in groups.items()}},
-            tags={"test_split": summary.cases.describe(), "test_inference": summary.blocker or "yes",
-                  "degenerate_classifier_arms": str(sum(1 for a in summary.arms if a.degenerate))})
 
     def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
                       artifact_path: str) -> str:
@@ -173,7 +127,7 @@ class ChildRunLogger(tune.Callback):
         return {}
 
     def params(self, trial) -> dict:
-        return {k: v for k, v in trial.config.items() if not k.startswith("_")}
+        return dict(trial.config)
 
     def child_run(self, trial) -> str:
         if trial.trial_id in self.run_ids:
@@ -205,103 +159,6 @@ class ChildRunLogger(tune.Callback):
         self.writes.log_batch(run_id, metrics=metrics)
 
 
-class GanTrialLogger(ChildRunLogger):
-    """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
-    stage = "gan"
-
-    def __init__(self, tracker: SweepTracker, metric: str, storage: str):
-        super().__init__(tracker)
-        self.metric = metric  # ranks a trial's checkpoints (orchestrator.ranking): its best is logged
-        self.storage = storage  # where checkpoints live: a folder or an s3:// URI
-        self.evaluations: dict[str, list[dict]] = {}  # trial id -> its checkpointed evaluations, in order
-        self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id, step = self.child_run(trial), int(result.get("epoch", 0))
-        self.log_metrics(run_id, result, GAN_METRICS, step)
-        self.writes.log_batch(run_id, tags={k: str(result[k]) for k in RESULT_TAGS if result.get(k)})
-        if result.get("diverged"):
-            self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
-        checkpoint = result.get("checkpoint_path")
-        if checkpoint:
-            checkpoint = checkpoint_uri(self.storage, checkpoint)
-            if not result.get("diverged"):
-                self.log_sample_grid(run_id, checkpoint, step)
-            self.evaluations.setdefault(trial.trial_id, []).append(
-                {"checkpoint_path": checkpoint, "diverged": int(bool(result.get("diverged"))),
-                 self.metric: result.get(self.metric, math.nan)})
-
-    def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
-        """The evaluation's grid, read on its own: never the weights, optimisers and replay buffer
-        beside it (on S3 that would be a full download per evaluation per trial)."""
-        try:
-            grid = read_file(f"{checkpoint}/{GRID_FILE}")
-        except FileNotFoundError:
-            return
-        with tempfile.TemporaryDirectory() as tmp:  # the run's image view: key "samples", one step per epoch
-            named = Path(tmp) / f"epoch_{step:04d}.png"
-            named.write_bytes(grid)
-            self.writes.log_image(run_id, named, SAMPLES_KEY, step)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.child_run(trial)
-        best = best_evaluation(pd.DataFrame(self.evaluations.get(trial.trial_id, [])), self.metric)
-        if best is not None:
-            checkpoint = best["checkpoint_path"]
-            with Checkpoint(checkpoint).as_directory() as folder:
-                self.writes.log_artifacts(run_id, folder, "best_checkpoint")
-            self.writes.log_batch(run_id, tags={"best_checkpoint_path": checkpoint})
-        if trial.trial_id in self.diverged:  # the run stopped itself (NaN or exploding loss)
-            self.fail(run_id, self.diverged[trial.trial_id])
-        else:
-            self.writes.terminate(run_id, "FINISHED")
-
-
-class ClassifierTrialLogger(ChildRunLogger):
-    """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
-    stage = "classify"
-
-    def run_name(self, trial) -> str:
-        cell = trial.config["cell"]
-        return f"{cell['classifier']}-{cell['arm_id']}-seed{trial.config['seed']}"
-
-    def run_tags(self, trial) -> dict[str, str]:
-        """What the runs table groups by: classifier, arm (kind and id), seed."""
-        cell = trial.config["cell"]
-        arm = Arm.parse(cell["arm_id"])
-        return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
-                **({"ratio": f"{arm.ratio:g}"} if arm.ratio else {}), **({"synthetic_set": arm.set} if arm.set else {}),
-                "seed": str(trial.config["seed"])}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.child_run(trial)
-        if not result.get("final"):
-            self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
-                             int(result.get("epoch", 0)))
-            return
-        self.log_metrics(run_id, result, set(FINAL_METRICS), int(result["best_epoch"]))
-        tags = {key: str(result.get(key, "")) for key in FINAL_TAGS}
-        self.writes.log_batch(run_id, tags={**tags, "degenerate": tags["degenerate"] or "no"})
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        """The test predictions (the trial's final checkpoint), with their confusion matrix and ROC."""
-        run_id = self.child_run(trial)
-        if trial.checkpoint is not None:
-            predictions = read_predictions(trial.checkpoint)
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                plot_confusion(predictions["confusion_matrix"], folder / "confusion_matrix.png")
-                plot_roc({self.run_name(trial): predictions["roc"]}, folder / "roc.png")
-                (folder / "test_predictions.json").write_text(json.dumps(predictions))
-                self.writes.log_artifacts(run_id, folder, "test")
-        self.writes.terminate(run_id, "FINISHED")
-
-
-# Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
-GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
-# ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
-RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
-SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view
 # Marks the experiment as model training for MLflow's UI (3.17 still opens in GenAI mode unless the link
 # says otherwise: runs_page).
 EXPERIMENT_KIND = "mlflow.experimentKind"

@@ -1,8 +1,10 @@
-"""The sweep's stages, one shape: `run(context, previous) -> result`, in the order of STAGES.
+"""The sweep's stages, each a typed call the sweep makes in the order of STAGES:
 
-gan (search) -> its ranking; synth (synthetic sets + audit) -> the sets; classify (utility grid)
--> its results. Each stage writes and logs its own outputs and prints what it did; a stage whose
-result is empty ends the sweep there. Stages read their resources from the config, resolved
+    gan.run(context) -> GanResult (the ranking); synth.run(context, GanResult) -> [SyntheticSet]
+    (the sets and their audit); classify.run(context, [SyntheticSet]) -> ClassifyResult.
+
+Each stage writes and logs its own outputs and prints what it did; a stage whose result is empty
+ends the sweep there. Stages read their resources from the config, resolved
 once by orchestrator.sweep.resolve_resources.
 """
 from __future__ import annotations
@@ -28,10 +30,3 @@ class StageContext:
     sweep_path: str  # this sweep's folder under it
     out_dir: Path  # local outputs: tables, synthetic sets, the report
     resume: bool
-
-
-def stage_runner(name: str):
-    """The `run` function of stage `name` (imported on demand: each pulls in Ray Tune and torch)."""
-    from importlib import import_module
-
-    return import_module(f"orchestrator.stages.{name}").run

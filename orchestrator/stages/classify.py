@@ -26,11 +26,13 @@ import ray
 from ray import tune
 
 from orchestrator.config import Config
+from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.report import conclusions, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
+from orchestrator.tracking import ChildRunLogger, SweepTracker
 from trainables.classify.arms import Arm, oracle_patients
-from trainables.classify.loop import FINAL_METRICS, PREDICTIONS, fit_classifier
+from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
 
 EXPERIMENT = "classify"
@@ -52,7 +54,7 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     split's size on the parent run; the table printed."""
     cfg, tracker = context.cfg, context.tracker
     refs = {s.name: ray.put(s.as_arrays()) for s in sets}
-    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [tracker.classifier_callback()],
+    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [ClassifierTrialLogger(tracker)],
                        resume=context.resume).fit()
     results, failed = results_table(grid), failed_trials(grid)
     if len(failed):
@@ -60,7 +62,7 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     if not len(results):
         return ClassifyResult(results, failed, None)
     summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
-    tracker.log_test_split(summary)
+    log_test_split(tracker, summary)
     print(f"stage 3 (real test split: {summary.cases.describe()}; patient-bootstrap 95 % intervals; Δ against "
           "real only, p Holm-adjusted):")
     table = utility_table(summary)
@@ -224,3 +226,53 @@ def failed_trials(results: tune.ResultGrid) -> pd.DataFrame:
         rows.append({"classifier": cell["classifier"], "arm": cell["arm_id"], "seed": result.config["seed"],
                      "reason": reason[:300]})
     return pd.DataFrame(rows, columns=["classifier", "arm", "seed", "reason"])
+
+
+def log_test_split(tracker: SweepTracker, summary: Utility) -> None:
+    """What every stage-3 figure rests on, on the parent run: test patients and slices per label."""
+    groups = summary.cases.patient_groups()
+    tracker.log_sweep_figures(
+        {"test_patients": summary.cases.n_patients, "test_slices": len(summary.cases.labels),
+         **{f"test_patients_{group}": n for group, n in groups.items()}},
+        tags={"test_split": summary.cases.describe(), "test_inference": summary.blocker or "yes",
+              "degenerate_classifier_arms": str(sum(1 for a in summary.arms if a.degenerate))})
+
+
+class ClassifierTrialLogger(ChildRunLogger):
+    """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
+    stage = "classify"
+
+    def run_name(self, trial) -> str:
+        cell = trial.config["cell"]
+        return f"{cell['classifier']}-{cell['arm_id']}-seed{trial.config['seed']}"
+
+    def run_tags(self, trial) -> dict[str, str]:
+        """What the runs table groups by: classifier, arm (kind and id), seed."""
+        cell = trial.config["cell"]
+        arm = Arm.parse(cell["arm_id"])
+        return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
+                **({"ratio": f"{arm.ratio:g}"} if arm.ratio else {}), **({"synthetic_set": arm.set} if arm.set else {}),
+                "seed": str(trial.config["seed"])}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.child_run(trial)
+        if not result.get("final"):
+            self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
+                             int(result.get("epoch", 0)))
+            return
+        self.log_metrics(run_id, result, set(FINAL_METRICS), int(result["best_epoch"]))
+        tags = {key: str(result.get(key, "")) for key in FINAL_TAGS}
+        self.writes.log_batch(run_id, tags={**tags, "degenerate": tags["degenerate"] or "no"})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        """The test predictions (the trial's final checkpoint), with their confusion matrix and ROC."""
+        run_id = self.child_run(trial)
+        if trial.checkpoint is not None:
+            predictions = read_predictions(trial.checkpoint)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                plot_confusion(predictions["confusion_matrix"], folder / "confusion_matrix.png")
+                plot_roc({self.run_name(trial): predictions["roc"]}, folder / "roc.png")
+                (folder / "test_predictions.json").write_text(json.dumps(predictions))
+                self.writes.log_artifacts(run_id, folder, "test")
+        self.writes.terminate(run_id, "FINISHED")

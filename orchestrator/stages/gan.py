@@ -10,12 +10,17 @@ Selection uses the validation split only (the test split is for stage 3's final 
 """
 from __future__ import annotations
 
+import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
+from mlflow.models import infer_signature
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -24,8 +29,11 @@ from orchestrator.ranking import best_evaluation, best_per_architecture, metric_
 from orchestrator.report import markdown_table
 from orchestrator.search import make_scheduler, make_searcher, to_tune_space
 from orchestrator.stages import StageContext
-from orchestrator.storage import checkpoint_uri
-from trainables.gan.loop import train_gan_worker
+from orchestrator.storage import checkpoint_uri, read_file
+from orchestrator.tracking import ChildRunLogger, SweepTracker
+from trainables.gan.checkpoint import GRID_FILE
+from trainables.gan.loop import TRAINING_METRICS, train_gan_worker
+from trainables.gan.sample import load_sampler
 from trainables.metrics import EVAL_METRICS, fid_key_in
 
 EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
@@ -44,11 +52,11 @@ class GanResult:
         return len(self.table) > 0
 
 
-def run(context: StageContext, previous=None) -> GanResult:
+def run(context: StageContext) -> GanResult:
     """Stage 1: the search; the ranking table written and logged; the best generator of each architecture
     logged as an MLflow model and registered as medgan-<modality>-<arch>."""
     cfg, tracker = context.cfg, context.tracker
-    callback = tracker.trial_callback(cfg.search.metric, context.storage)
+    callback = GanTrialLogger(tracker, cfg.search.metric, context.storage)
     results = build_tuner(cfg, context.data_ref, context.sweep_path, [callback], resume=context.resume).fit()
     searched = tuple(cfg.search.space)
     table = with_floor(ranking_table(results, cfg.search.metric, context.storage, searched), context.floor)
@@ -56,7 +64,7 @@ def run(context: StageContext, previous=None) -> GanResult:
         tracker.log_sweep_file(path, "ranking")
     best = best_per_architecture(table)
     for row in best.itertuples():
-        tracker.log_generator(row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}")
+        log_generator(tracker, row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}")
     failed = sum(1 for r in results if r.error is not None)
     print(f"\nstage 1: {len(table)} ranked trial(s), {failed} failed; best per architecture by "
           f"{cfg.search.metric} (validation), registered as medgan-{cfg.data.modality}-<arch>:")
@@ -65,19 +73,18 @@ def run(context: StageContext, previous=None) -> GanResult:
     return GanResult(table, validation_curves(results, searched))
 
 
-def gan_trial(config: dict, data: list) -> None:
-    """One Tune trial: a Ray Train run of the GAN loop with this trial's settings.
+def gan_trial(config: dict, data: list, train: dict) -> None:
+    """One Tune trial: a Ray Train run of the GAN loop with this trial's settings (`config`: what was
+    searched and logged) and the sweep's infrastructure (`train`: `train_settings`, never searched).
 
     `data` is `[ObjectRef]` of the cohort arrays: a ref nested in a list stays a ref, so
     every trial's workers read the one copy in the object store.
     """
-    settings = {key: value for key, value in config.items() if key != "_train"}
-    train = config["_train"]
     trial_id = tune.get_context().get_trial_id()
     TorchTrainer(
         train_gan_worker,
         # "gpus": what each worker holds; it computes there or fails (trainables/device.py)
-        train_loop_config={**settings, "data": data[0], "gpus": train["scaling"]["resources_per_worker"].get("GPU", 0)},
+        train_loop_config={**config, "data": data[0], "gpus": train["scaling"]["resources_per_worker"].get("GPU", 0)},
         scaling_config=ScalingConfig(**train["scaling"]),
         run_config=RunConfig(
             name=f"gan-train-{trial_id}",  # deterministic: a restored trial finds its checkpoints
@@ -104,9 +111,9 @@ def train_settings(cfg: Config, sweep_path: str) -> dict:
 def build_tuner(cfg: Config, data_ref, sweep_path: str, callbacks: list, resume: bool) -> tune.Tuner:
     """The Tuner for stage 1 under `sweep_path` (a folder or URI), new or restored."""
     search = cfg.search
-    trainable = tune.with_resources(tune.with_parameters(gan_trial, data=[data_ref]), TRIAL_TOKEN)
-    param_space = {**cfg.gan_settings(), "_train": train_settings(cfg, sweep_path),
-                   **to_tune_space(search.space)}
+    trainable = tune.with_resources(
+        tune.with_parameters(gan_trial, data=[data_ref], train=train_settings(cfg, sweep_path)), TRIAL_TOKEN)
+    param_space = {**cfg.gan_settings(), **to_tune_space(search.space)}
     if resume:
         path = f"{sweep_path}/{EXPERIMENT}"
         if not tune.Tuner.can_restore(path):
@@ -190,3 +197,77 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     paths[1].write_text(markdown_table(table.drop(columns=["checkpoint_path"])))
     paths[2].write_text(markdown_table(best_per_architecture(table).drop(columns=["checkpoint_path"])))
     return paths
+
+
+def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registered_name: str) -> None:
+    """A trial's best checkpoint as an MLflow PyTorch model of its run (noise and label in, image out),
+    registered as `registered_name`: `mlflow.pytorch.load_model("models:/<name>/latest")` samples from it."""
+    with Checkpoint(checkpoint).as_directory() as folder:
+        sampler, cfg = load_sampler(Path(folder))
+    noise, label = np.zeros((2, cfg["latent_dim"]), np.float32), np.array([0, 1], np.int64)
+    with torch.no_grad():
+        images = sampler(torch.from_numpy(noise), torch.from_numpy(label)).numpy()
+    signature = infer_signature({"noise": noise, "label": label}, images)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sampler.pt"
+        torch.save(sampler, path)
+        tracker.writes.log_model(tracker.trial_run(trial_id), path, "generator", registered_name, signature.to_dict())
+
+
+class GanTrialLogger(ChildRunLogger):
+    """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
+    stage = "gan"
+
+    def __init__(self, tracker: SweepTracker, metric: str, storage: str):
+        super().__init__(tracker)
+        self.metric = metric  # ranks a trial's checkpoints (orchestrator.ranking): its best is logged
+        self.storage = storage  # where checkpoints live: a folder or an s3:// URI
+        self.evaluations: dict[str, list[dict]] = {}  # trial id -> its checkpointed evaluations, in order
+        self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id, step = self.child_run(trial), int(result.get("epoch", 0))
+        self.log_metrics(run_id, result, GAN_METRICS, step)
+        self.writes.log_batch(run_id, tags={k: str(result[k]) for k in RESULT_TAGS if result.get(k)})
+        if result.get("diverged"):
+            self.diverged[trial.trial_id] = str(result.get("stop_reason") or "diverged")
+        checkpoint = result.get("checkpoint_path")
+        if checkpoint:
+            checkpoint = checkpoint_uri(self.storage, checkpoint)
+            if not result.get("diverged"):
+                self.log_sample_grid(run_id, checkpoint, step)
+            self.evaluations.setdefault(trial.trial_id, []).append(
+                {"checkpoint_path": checkpoint, "diverged": int(bool(result.get("diverged"))),
+                 self.metric: result.get(self.metric, math.nan)})
+
+    def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
+        """The evaluation's grid, read on its own: never the weights, optimisers and replay buffer
+        beside it (on S3 that would be a full download per evaluation per trial)."""
+        try:
+            grid = read_file(f"{checkpoint}/{GRID_FILE}")
+        except FileNotFoundError:
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # the run's image view: key "samples", one step per epoch
+            named = Path(tmp) / f"epoch_{step:04d}.png"
+            named.write_bytes(grid)
+            self.writes.log_image(run_id, named, SAMPLES_KEY, step)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.child_run(trial)
+        best = best_evaluation(pd.DataFrame(self.evaluations.get(trial.trial_id, [])), self.metric)
+        if best is not None:
+            checkpoint = best["checkpoint_path"]
+            with Checkpoint(checkpoint).as_directory() as folder:
+                self.writes.log_artifacts(run_id, folder, "best_checkpoint")
+            self.writes.log_batch(run_id, tags={"best_checkpoint_path": checkpoint})
+        if trial.trial_id in self.diverged:  # the run stopped itself (NaN or exploding loss)
+            self.fail(run_id, self.diverged[trial.trial_id])
+        else:
+            self.writes.terminate(run_id, "FINISHED")
+
+
+# Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
+GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
+# ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
+RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
+SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view
