@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +61,10 @@ class EvalMetric:
     mode: str  # "max": higher is better; "min": lower is better
     family: str  # "similarity" (to real images), "fid" (a Fréchet / kernel distance), "diversity"
     rankable: bool = True  # may rank checkpoints (search.metric); a spread or a diversity check may not
+    # A metric added with `register_eval_metric` brings its own formula:
+    # compute(fake, fake_labels, real, real_labels, seed) -> float, on the generated images [N, 1, S, S]
+    # in [0, 1] and the validation split's, labels int64 [N]. The built-in families are computed below.
+    compute: Callable[..., float] | None = None
 
 
 SIMILARITY = (EvalMetric("ssim", "max", "similarity"), EvalMetric("psnr", "max", "similarity"),
@@ -77,12 +81,27 @@ def fid_type_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
 
 
 def evaluation_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
-    """What one evaluation reports with this extractor, in report order."""
-    return SIMILARITY + fid_type_metrics(extractor_name) + DIVERSITY
+    """What one evaluation reports with this extractor, in report order (added metrics last)."""
+    return SIMILARITY + fid_type_metrics(extractor_name) + DIVERSITY + tuple(ADDED_METRICS.values())
 
 
-# Every key any evaluation can report: the tracker, the ranking table and the report read this.
+# Metrics registered with `register_eval_metric`: every evaluation computes them after the built-in ones.
+ADDED_METRICS: dict[str, EvalMetric] = {}
+# Every key any evaluation can report: the config, the tracker, the ranking table and the report read this.
 EVAL_METRICS = {m.key: m for name in EXTRACTOR_NAMES for m in evaluation_metrics(name)}
+
+
+def register_eval_metric(metric: EvalMetric) -> EvalMetric:
+    """Add a metric that every GAN evaluation computes (`metric.compute`) and reports; a rankable one can
+    then be `search.metric`. Register it here, below the built-in ones, so Ray workers have it too."""
+    if metric.compute is None:
+        raise ValueError(f"evaluation metric {metric.key!r} needs a compute function")
+    if metric.mode not in ("min", "max"):
+        raise ValueError(f"evaluation metric {metric.key!r}: mode must be 'min' or 'max', got {metric.mode!r}")
+    if metric.key in EVAL_METRICS:
+        raise ValueError(f"evaluation metric {metric.key!r} is registered twice")
+    ADDED_METRICS[metric.key] = EVAL_METRICS[metric.key] = metric
+    return metric
 
 
 def fid_key_in(keys) -> str | None:

@@ -396,9 +396,10 @@ def _image_dataset(p: Patient, seed: int, modality: str, slice_index: int, z_mm:
     return ds
 
 
-def _ct_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: float, hu: np.ndarray) -> Dataset:
+def _ct_dataset(p: Patient, seed: int, modality: str, j: int, z: float, view: View, slice_mm: float,
+                hu: np.ndarray) -> Dataset:
     stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
-    ds = _image_dataset(p, seed, "ct", j, z, view, slice_mm, stored)
+    ds = _image_dataset(p, seed, modality, j, z, view, slice_mm, stored)
     ds.SeriesTime = "091000"
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
     ds.KVP = "120"
@@ -406,7 +407,8 @@ def _ct_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: f
     return ds
 
 
-def _pet_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: float, suv: np.ndarray) -> Dataset:
+def _pet_dataset(p: Patient, seed: int, modality: str, j: int, z: float, view: View, slice_mm: float,
+                 suv: np.ndarray) -> Dataset:
     series_start = dt.datetime.combine(p.study_date, dt.time(9, 0)) + dt.timedelta(seconds=p.uptake_s)
     injection = dt.datetime.combine(p.study_date, dt.time(9, 0))
     # Images are decay-corrected to the series start: SUV = C * weight / dose(at series start).
@@ -414,7 +416,7 @@ def _pet_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: 
     bq_ml = suv * dose_at_start / (p.weight_kg * 1000.0)
     slope = max(float(bq_ml.max()), 1.0) / 60000.0
     stored = np.round(bq_ml / slope).astype(np.uint16)
-    ds = _image_dataset(p, seed, "pet", j, z, view, slice_mm, stored)
+    ds = _image_dataset(p, seed, modality, j, z, view, slice_mm, stored)
     ds.SeriesTime = ds.AcquisitionTime = series_start.strftime("%H%M%S")
     ds.RescaleIntercept, ds.RescaleSlope = "0", f"{slope:.8g}"
     ds.Units = "BQML"
@@ -444,7 +446,8 @@ def _pet_dataset(p: Patient, seed: int, j: int, z: float, view: View, slice_mm: 
 
 
 # What the phantom draws and writes for each modality of the registry (orchestrator.data.modalities): a
-# renderer (physical values of one slice) and a DICOM writer. A modality added there without one here
+# renderer (physical values of one slice) and a DICOM writer, which takes the modality's DICOM code and
+# storage class from its registry entry (so one writer can serve two modalities). A modality added there without one here
 # stops at import, so the phantom, its CLI and the registry cannot disagree.
 WRITERS = {"ct": (render_ct, _ct_dataset), "pet": (render_pet_suv, _pet_dataset)}
 if set(WRITERS) != set(MODALITIES):
@@ -501,7 +504,7 @@ def _series_slices(p: Patient, seed: int, modality: str, slices: int) -> list[Da
         cross_section = float(np.sqrt(max(1.0 - depth ** 2, 0.0)))  # 0: the slice misses the nodule
         rng = np.random.default_rng([seed, 3, p.index, k, modality == "pet"])
         render, dataset = WRITERS[modality]
-        datasets.append(dataset(p, seed, k, z, view, slice_mm, render(p, view, cross_section, rng)))
+        datasets.append(dataset(p, seed, modality, k, z, view, slice_mm, render(p, view, cross_section, rng)))
     return datasets
 
 
@@ -511,7 +514,7 @@ def _targeted_slices(p: Patient, seed: int, modality: str, slices: int, size: in
     for j, (z, scale) in enumerate(slice_cross_sections(p, slices)):
         rng = np.random.default_rng([seed, 2, p.index, j, modality == "pet"])
         render, dataset = WRITERS[modality]
-        datasets.append(dataset(p, seed, j, z, view, 2.0, render(p, view, scale, rng)))
+        datasets.append(dataset(p, seed, modality, j, z, view, 2.0, render(p, view, scale, rng)))
     return datasets
 
 

@@ -21,6 +21,7 @@ from torchvision.utils import save_image
 
 from trainables.cohort import HELD_OUT, TRAIN, VAL, num_classes
 from trainables.metrics import (
+    ADDED_METRICS,
     extract_features,
     fid_kid_from_features,
     evaluation_metrics,
@@ -60,6 +61,8 @@ class GanEvaluator:
             **paired_similarity(fake, self.labels, self.val_images, self.val_labels, seed=self.seed),
             **fid_kid_from_features(fake_features, self.val_features, self.extractor, seed=self.seed),
             "ms_ssim": ms_ssim_diversity(fake, seed=self.seed),
+            **{key: float(m.compute(fake, self.labels, self.val_images, self.val_labels, self.seed))
+               for key, m in ADDED_METRICS.items()},
         }
 
     def score_real(self, images: torch.Tensor) -> dict:
