@@ -93,11 +93,13 @@ class Writes:
         """A dataset input of the run (`dataset`: the fields of mlflow.entities.Dataset)."""
         self._write("log_input", run, dataset=dataset, context=context)
 
-    def log_model(self, run: str, path: Path, name: str, registered_name: str, signature: dict) -> None:
+    def log_model(self, run: str, path: Path, name: str, registered_name: str, signature: dict,
+                  description: str = "", tags: dict | None = None, alias: str = "") -> None:
         """The torch module saved whole at `path` as an MLflow PyTorch model of the run, registered under
-        `registered_name` (`signature`: a ModelSignature's to_dict())."""
+        `registered_name` (`signature`: a ModelSignature's to_dict()); the version gets `description`,
+        `tags` and, if given, `alias` (which moves to it from any older version)."""
         self._write("log_model", run, path=str(path), name=name, registered_name=registered_name,
-                    signature=signature)
+                    signature=signature, description=description, tags=tags or {}, alias=alias)
 
     def set_status(self, run: str, status: str) -> None:
         self._write("set_status", run, status=status)
@@ -198,7 +200,20 @@ class Writes:
             raise ValueError(f"unknown MLflow write {op!r}")
         return None
 
-    def _log_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict) -> None:
+    def _log_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict,
+                   description: str = "", tags: dict | None = None, alias: str = "") -> None:
+        query = f"name = '{registered_name}' and run_id = '{run_id}'"
+        if not self.client.search_model_versions(query):  # else registered by this run already (a resumed sweep)
+            self._register_model(run_id, path, name, registered_name, signature)
+        version = max(self.client.search_model_versions(query), key=lambda v: int(v.version)).version
+        if description:
+            self.client.update_model_version(registered_name, version, description=description)
+        for key, value in (tags or {}).items():
+            self.client.set_model_version_tag(registered_name, version, key, value)
+        if alias:
+            self.client.set_registered_model_alias(registered_name, alias, version)
+
+    def _register_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict) -> None:
         import mlflow
         import mlflow.pytorch
         import torch
@@ -206,8 +221,6 @@ class Writes:
 
         import trainables
 
-        if self.client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'"):
-            return  # registered by this run already (a resumed sweep): not a second version
         model = torch.load(path, weights_only=False)
         status = self.client.get_run(run_id).info.status
         mlflow.set_tracking_uri(self.tracking_uri)  # the fluent API logs models; it is told where, every time

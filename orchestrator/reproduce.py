@@ -1,5 +1,9 @@
 """`python -m orchestrator.reproduce RUN_ID`: run one recorded trial again, locally, and compare.
 
+    python -m orchestrator.reproduce RUN_ID                          # any GAN or classifier trial
+    python -m orchestrator.reproduce --best pet                      # the latest pet sweep's best GAN trial
+    python -m orchestrator.reproduce models:/medgan-pet-cgan@champion  # the trial a registered generator came from
+
 Reads from MLflow the trial's exact config (`trial_config.json`), its thread count, and from
 its sweep's parent run the dataset fingerprint, code version and the sweep record (data
 folder, data settings). Warns when the local data or code differ, re-runs the trial in this
@@ -20,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.data.ingest import ingest
-from orchestrator.stages.gan import GAN_METRICS
+from orchestrator.data.modalities import MODALITIES
+from orchestrator.stages.gan import BEST_RUN_TAG, GAN_METRICS
 from orchestrator.storage import SweepRecord
 from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
                                    default_tracking_uri)
@@ -35,23 +41,50 @@ COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s"}, "classify": set(FI
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.reproduce",
                                      description="Re-run one GAN or classifier trial from its MLflow record, locally.")
-    parser.add_argument("run_id", help="the MLflow run id of a trial (a child run of a sweep)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("trial", nargs="?", help="the MLflow run id of a trial (a child run of a sweep), or a "
+                                                "registered generator: models:/medgan-pet-cgan@champion, "
+                                                "models:/medgan-pet-cgan/3")
+    which.add_argument("--best", metavar="MODALITY", choices=sorted(MODALITIES),
+                       help="the best GAN trial of the latest sweep of this modality (by its ranking metric)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead (the figures then differ)")
     return parser.parse_args(argv)
 
 
+def trial_run_id(client: MlflowClient, trial: str | None, best: str | None) -> str:
+    """The run id that `trial` or `--best` names; LookupError saying what was not found."""
+    if best:
+        experiment = client.get_experiment_by_name(f"medgan-sweep-{best}")
+        sweeps = client.search_runs([experiment.experiment_id], f"tags.`{BEST_RUN_TAG}` != ''",
+                                    order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+        if not sweeps:
+            raise LookupError(f"no {best} sweep with a ranked GAN trial in this tracking store")
+        return sweeps[0].data.tags[BEST_RUN_TAG]
+    if trial.startswith("models:/"):
+        name, _, version = trial.removeprefix("models:/").partition("/")
+        name, _, alias = name.partition("@")
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        return found.run_id
+    return trial
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     client = MlflowClient(args.tracking_uri or default_tracking_uri(Path("runs")))
-    run = client.get_run(args.run_id)
+    try:
+        run_id = trial_run_id(client, args.trial, args.best)
+    except (LookupError, MlflowException) as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 2
+    run = client.get_run(run_id)
     stage, parent_id = run.data.tags.get(STAGE_TAG), run.data.tags.get(PARENT_TAG)
     if stage not in COMPARED or not parent_id:
-        print(f"reproduce: run {args.run_id} is not a GAN or classifier trial of a sweep", file=sys.stderr)
+        print(f"reproduce: run {run_id} is not a GAN or classifier trial of a sweep", file=sys.stderr)
         return 2
     parent = client.get_run(parent_id)
     with tempfile.TemporaryDirectory() as tmp:
-        trial = json.loads(Path(client.download_artifacts(args.run_id, TRIAL_CONFIG, tmp)).read_text())
+        trial = json.loads(Path(client.download_artifacts(run_id, TRIAL_CONFIG, tmp)).read_text())
     record = SweepRecord.read(parent.data.tags["sweep_path"])
     cohort = ingest(record.data_dir, record.config.data, labels_file=record.labels, nodules_file=record.nodules)
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
@@ -65,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reproduced = rerun_classifier(client, parent_id, trial, cohort.as_arrays(), args.epochs)
     new_id = log_reproduction(client, run, reproduced, COMPARED[stage])
-    print(f"reproduced {stage} trial {args.run_id} as run {new_id} in {time.perf_counter() - started:.0f} s "
+    print(f"reproduced {stage} trial {run_id} ({run.info.run_name}) as run {new_id} in {time.perf_counter() - started:.0f} s "
           f"({threads} torch thread(s)):")
     print(side_by_side(run.data.metrics, reproduced, COMPARED[stage]))
     return 0

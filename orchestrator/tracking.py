@@ -127,6 +127,7 @@ class ChildRunLogger(tune.Callback):
         return {}
 
     def params(self, trial) -> dict:
+        """What the runs table shows as params (the trial's exact settings go to TRIAL_CONFIG whole)."""
         return dict(trial.config)
 
     def child_run(self, trial) -> str:
@@ -136,7 +137,7 @@ class ChildRunLogger(tune.Callback):
                                         tags={STAGE_TAG: self.stage, **self.run_tags(trial)},
                                         params={k: _param(v) for k, v in _flatten(self.params(trial)).items()})
         # the exact, typed config: what `python -m orchestrator.reproduce` runs again
-        self.writes.log_dict(run_id, self.params(trial), TRIAL_CONFIG)
+        self.writes.log_dict(run_id, dict(trial.config), TRIAL_CONFIG)
         if self.tracker.dataset:
             self.writes.log_input(run_id, self.tracker.dataset, context="training")
         self.run_ids[trial.trial_id] = run_id
@@ -216,5 +217,18 @@ def _flatten(value: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def compact(value: Any) -> str:
+    """A setting as a run name shows it: `2e-4`, `0.35`, `10`, `none` for an empty choice."""
+    if isinstance(value, float) and value != 0 and abs(value) < 0.01:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return _param(value)
+
+
 def _param(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
+    """A param's text; an empty choice (DiffAugment off, no weights file) reads `none`, not a blank cell."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return "none" if value == "" else str(value)

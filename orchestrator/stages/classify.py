@@ -243,16 +243,27 @@ class ClassifierTrialLogger(ChildRunLogger):
     stage = "classify"
 
     def run_name(self, trial) -> str:
+        """`resnet | synthetic cgan-1a2b 2x | seed 1`: what the run is, readable in the runs table."""
         cell = trial.config["cell"]
-        return f"{cell['classifier']}-{cell['arm_id']}-seed{trial.config['seed']}"
+        return f"{cell['classifier']} | {Arm.parse(cell['arm_id']).title} | seed {trial.config['seed']}"
 
     def run_tags(self, trial) -> dict[str, str]:
-        """What the runs table groups by: classifier, arm (kind and id), seed."""
+        """What the runs table groups by: classifier, arm (kind, id, role, set, ratio), seed."""
         cell = trial.config["cell"]
         arm = Arm.parse(cell["arm_id"])
         return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
-                **({"ratio": f"{arm.ratio:g}"} if arm.ratio else {}), **({"synthetic_set": arm.set} if arm.set else {}),
+                "ratio": f"{arm.ratio:g}" if arm.ratio else "none", "synthetic_set": arm.set or "none",
                 "seed": str(trial.config["seed"])}
+
+    def params(self, trial) -> dict:
+        """The training recipe as this classifier ran it: its own passes and weights file, not every
+        classifier's; no param repeats a tag (classifier, arm, seed)."""
+        config = dict(trial.config)
+        classifier = config.pop("cell")["classifier"]
+        config.pop("seed")
+        config["epochs"] = config.pop("epochs_per_classifier").get(classifier, config["epochs"])
+        config["weights"] = config["weights"].get(classifier, "")
+        return config
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.child_run(trial)
@@ -260,9 +271,13 @@ class ClassifierTrialLogger(ChildRunLogger):
             self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
                              int(result.get("epoch", 0)))
             return
-        self.log_metrics(run_id, result, set(FINAL_METRICS), int(result["best_epoch"]))
-        tags = {key: str(result.get(key, "")) for key in FINAL_TAGS}
-        self.writes.log_batch(run_id, tags={**tags, "degenerate": tags["degenerate"] or "no"})
+        # Final figures at step 0 (the kept epoch is `best_epoch`): the chart view draws them as bars. The
+        # steps taken are the per-epoch series' last value already.
+        self.log_metrics(run_id, result, set(FINAL_METRICS) - {"steps"}, 0)
+        tags = {key: str(result.get(key, "")) for key in FINAL_TAGS if key != "degenerate"}
+        reason = str(result.get("degenerate") or "")
+        self.writes.log_batch(run_id, tags={**tags, "degenerate": str(bool(reason)).lower(),
+                                            **({"degenerate_reason": reason} if reason else {})})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """The test predictions (the trial's final checkpoint), with their confusion matrix and ROC."""

@@ -30,7 +30,7 @@ from orchestrator.report import markdown_table
 from orchestrator.search import make_scheduler, make_searcher, to_tune_space
 from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri, read_file
-from orchestrator.tracking import ChildRunLogger, SweepTracker
+from orchestrator.tracking import ChildRunLogger, SweepTracker, compact
 from trainables.gan.checkpoint import GRID_FILE
 from trainables.gan.loop import TRAINING_METRICS, train_gan_worker
 from trainables.gan.sample import load_sampler
@@ -56,15 +56,22 @@ def run(context: StageContext) -> GanResult:
     """Stage 1: the search; the ranking table written and logged; the best generator of each architecture
     logged as an MLflow model and registered as medgan-<modality>-<arch>."""
     cfg, tracker = context.cfg, context.tracker
-    callback = GanTrialLogger(tracker, cfg.search.metric, context.storage)
-    results = build_tuner(cfg, context.data_ref, context.sweep_path, [callback], resume=context.resume).fit()
     searched = tuple(cfg.search.space)
+    callback = GanTrialLogger(tracker, cfg.search.metric, context.storage, searched)
+    results = build_tuner(cfg, context.data_ref, context.sweep_path, [callback], resume=context.resume).fit()
     table = with_floor(ranking_table(results, cfg.search.metric, context.storage, searched), context.floor)
     for path in write_tables(table, context.out_dir):
         tracker.log_sweep_file(path, "ranking")
     best = best_per_architecture(table)
-    for row in best.itertuples():
-        log_generator(tracker, row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}")
+    sweep_id = context.sweep_path.rstrip("/").rsplit("/", 1)[-1]
+    for _, row in best.iterrows():
+        log_generator(tracker, row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}",
+                      **champion_record(row, cfg.search.metric, int((table.arch == row.arch).sum()), sweep_id))
+    if len(table):  # the parent run says which trial won, and with what
+        winner = table.iloc[0]
+        tracker.log_sweep_figures({f"best_{cfg.search.metric}": winner[cfg.search.metric]},
+                                  tags={BEST_RUN_TAG: tracker.trial_run(winner.trial_id), "best_trial": winner.trial_id,
+                                        "best_arch": winner.arch})
     failed = sum(1 for r in results if r.error is not None)
     print(f"\nstage 1: {len(table)} ranked trial(s), {failed} failed; best per architecture by "
           f"{cfg.search.metric} (validation), registered as medgan-{cfg.data.modality}-<arch>:")
@@ -199,9 +206,25 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registered_name: str) -> None:
+def champion_record(row: pd.Series, metric: str, trials: int, sweep_id: str) -> dict:
+    """What the registered version says of itself: why it is the champion (its description), and the same
+    as tags to filter on."""
+    value, floor = row[metric], row.get(f"{metric}_floor")
+    against = f" against a real-vs-real floor of {floor:.4g}" if floor is not None and not pd.isna(floor) else ""
+    description = (f"The best {row.arch} generator of sweep {sweep_id}: validation {metric} {value:.4g}{against}, "
+                   f"first of {trials} {row.arch} trial(s) by {metric} (trial {row.trial_id}, epoch {int(row.epoch)}). "
+                   f"Alias `champion`: the best of the latest sweep. Sample: mlflow.pytorch.load_model(uri)"
+                   f"(noise [N, latent_dim], labels [N]) -> images [N, 1, S, S] in [0, 1].")
+    tags = {"sweep_id": sweep_id, "trial_id": row.trial_id, "epoch": str(int(row.epoch)), "metric": metric,
+            metric: f"{value:.6g}", "trials": str(trials)}
+    return {"description": description, "tags": tags, "alias": CHAMPION}
+
+
+def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registered_name: str, description: str = "",
+                  tags: dict | None = None, alias: str = "") -> None:
     """A trial's best checkpoint as an MLflow PyTorch model of its run (noise and label in, image out),
-    registered as `registered_name`: `mlflow.pytorch.load_model("models:/<name>/latest")` samples from it."""
+    registered as `registered_name` (with `description`, `tags` and `alias` on its version):
+    `mlflow.pytorch.load_model("models:/<name>@champion")` samples from it."""
     with Checkpoint(checkpoint).as_directory() as folder:
         sampler, cfg = load_sampler(Path(folder))
     noise, label = np.zeros((2, cfg["latent_dim"]), np.float32), np.array([0, 1], np.int64)
@@ -211,19 +234,26 @@ def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registe
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sampler.pt"
         torch.save(sampler, path)
-        tracker.writes.log_model(tracker.trial_run(trial_id), path, "generator", registered_name, signature.to_dict())
+        tracker.writes.log_model(tracker.trial_run(trial_id), path, "generator", registered_name, signature.to_dict(),
+                                 description, tags, alias)
 
 
 class GanTrialLogger(ChildRunLogger):
     """Stage 1: metrics per evaluated epoch, the sample grid of each, the trial's best checkpoint."""
     stage = "gan"
 
-    def __init__(self, tracker: SweepTracker, metric: str, storage: str):
+    def __init__(self, tracker: SweepTracker, metric: str, storage: str, searched: tuple[str, ...] = ()):
         super().__init__(tracker)
         self.metric = metric  # ranks a trial's checkpoints (orchestrator.ranking): its best is logged
         self.storage = storage  # where checkpoints live: a folder or an s3:// URI
+        self.searched = tuple(k for k in searched if k != "arch")  # what each run's name shows
         self.evaluations: dict[str, list[dict]] = {}  # trial id -> its checkpointed evaluations, in order
         self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
+
+    def run_name(self, trial) -> str:
+        """`gan cgan lr_g=2e-4 diffaugment=none (db991b24)`: the architecture and what the trial drew."""
+        drawn = [f"{key}={compact(trial.config[key])}" for key in self.searched if key in trial.config]
+        return " ".join(["gan", str(trial.config.get("arch", "")), *drawn, f"({trial.trial_id})"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, step = self.child_run(trial), int(result.get("epoch", 0))
@@ -271,3 +301,5 @@ GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
 RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view
+BEST_RUN_TAG = "best_run_id"  # on the parent run: the MLflow run of the sweep's best GAN trial
+CHAMPION = "champion"  # the registered version alias of each architecture's best generator of the latest sweep

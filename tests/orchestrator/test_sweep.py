@@ -16,10 +16,11 @@ import torch
 
 from orchestrator.data.phantom import make_patients
 from orchestrator.reproduce import main as reproduce_main
+from orchestrator.reproduce import trial_run_id
 from orchestrator.config import load_config
 from orchestrator.sweep import main as sweep_main
 from orchestrator.sweep import run_sweep
-from orchestrator.tracking import runs_page
+from orchestrator.tracking import compact, runs_page
 from trainables.classify.arms import Arm
 from browser import rendered_dom, screenshot
 from sweeps import (EPOCHS, kill_process_group, start_sweep_process, steps, sweep_args, sweep_overrides, sweep_runs,
@@ -56,6 +57,11 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
+        # a name that says what the run is: architecture, what it drew, its trial
+        trial = json.loads(Path(client.download_artifacts(child.info.run_id, "trial_config.json", str(tmp_path)))
+                           .read_text())
+        assert child.info.run_name == (f"gan {trial['arch']} lr_g={compact(trial['lr_g'])} "
+                                       f"({child.data.tags['medgan.trial_id']})")
         assert len(client.get_metric_history(child.info.run_id, "ssim")) == EPOCHS
         # the sample grid in the run's image view: key "samples", the epoch as step
         images = [a.path for a in client.list_artifacts(child.info.run_id, "images")]
@@ -83,6 +89,10 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         assert run.data.tags["best_checkpoint_path"] == row["checkpoint_path"]
     out = capsys.readouterr().out
     assert "best per architecture" in out
+    # the parent run says which trial won, and with what
+    (winner,) = [c for c in children if c.data.tags["medgan.trial_id"] == rows[0]["trial_id"]]
+    assert parent.data.tags["best_run_id"] == winner.info.run_id and parent.data.tags["best_trial"] == rows[0]["trial_id"]
+    assert parent.data.metrics["best_ssim"] == pytest.approx(float(rows[0]["ssim"]))
 
     # the best generator of each architecture is a registered model that samples, linked to its trial's run
     mlflow.set_tracking_uri(mlflow_server)
@@ -93,9 +103,15 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         (trial_run,) = [c for c in children if c.data.tags["medgan.trial_id"] == row["trial_id"]]
         # other tests' sweeps register under the same names on this shared server: this sweep's version
         (version,) = client.search_model_versions(f"name = 'medgan-pet-{arch}' and run_id = '{trial_run.info.run_id}'")
-        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/{version.version}")
+        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}@champion")  # this sweep's is the champion
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
+        # ... and says why: which sweep, trial and epoch, by what figure, of how many trials
+        champion = client.get_model_version_by_alias(f"medgan-pet-{arch}", "champion")
+        assert champion.version == version.version and champion.tags["sweep_id"] == sweep_id
+        assert f"The best {arch} generator of sweep {sweep_id}: validation ssim" in champion.description
+        assert champion.tags["trials"] == str(sum(r["arch"] == arch for r in rows))
+        assert trial_run_id(client, f"models:/medgan-pet-{arch}@champion", None) == trial_run.info.run_id
     # ... and the last of them where this package is not installed: the model carries the code its pickle names
     loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_THE_PACKAGE, mlflow_server,
                              f"models:/medgan-pet-{arch}/{version.version}"], cwd=tmp_path, capture_output=True,
@@ -238,20 +254,25 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     n_test = None
     for run in classify_runs:
         assert run.info.status == "FINISHED", run.data.tags.get("failure_reason")
-        # the runs table groups by these
-        assert run.data.tags["classifier"] == run.data.params["cell.classifier"]
-        assert run.data.tags["arm_id"] == run.data.params["cell.arm_id"]
-        arm_of_run = Arm.parse(run.data.tags["arm_id"])  # the arm's kind, role and ratio, each a tag
+        # the runs table groups by these tags, and no param repeats one
+        classifier, arm = run.data.tags["classifier"], run.data.tags["arm_id"]
+        arm_of_run = Arm.parse(arm)  # the arm's kind, role, set and ratio, each a tag
         assert (run.data.tags["arm"], run.data.tags["arm_role"]) == (arm_of_run.kind, arm_of_run.spec.role)
-        assert run.data.tags.get("ratio", "") == (f"{arm_of_run.ratio:g}" if arm_of_run.ratio else "")
-        row = next(line for line in report.splitlines()
-                   if line.startswith(f"| {run.data.params['cell.classifier']} | {run.data.params['cell.arm_id']} |"))
-        assert run.data.tags["degenerate"] == "no" or "degenerate" in row  # a degenerate trial is named as such
+        assert run.data.tags["ratio"] == (f"{arm_of_run.ratio:g}" if arm_of_run.ratio else "none")
+        assert run.data.tags["synthetic_set"] == (arm_of_run.set or "none")
+        assert run.info.run_name == f"{classifier} | {arm_of_run.title} | seed {run.data.tags['seed']}"
+        assert not {"cell.classifier", "cell.arm_id", "seed"} & run.data.params.keys()
+        assert run.data.params["epochs"] == "3" and run.data.params["weights"] == "none"  # this classifier's budget
+        row = next(line for line in report.splitlines() if line.startswith(f"| {classifier} | {arm} |"))
+        # a degenerate trial is a true/false tag with its reason beside it, and named as such in the report
+        assert run.data.tags["degenerate"] in ("true", "false")
+        assert (run.data.tags["degenerate"] == "true") == ("degenerate_reason" in run.data.tags)
+        assert run.data.tags["degenerate"] == "false" or "degenerate" in row
         assert run.data.metrics["samples_seen"] == run.data.metrics["steps"] * 16
+        # final figures at step 0 (the chart view's bars), the kept epoch a metric of its own
+        assert steps(client, run.info.run_id, "test_roc_auc") == [0] and run.data.metrics["best_epoch"] >= 1
         assert {"test/confusion_matrix.png", "test/roc.png", "test/test_predictions.json"} <= {
             a.path for a in client.list_artifacts(run.info.run_id, "test")}
-        classifier, arm = run.data.params["cell.classifier"], run.data.params["cell.arm_id"]
-        row = next(line for line in report.splitlines() if line.startswith(f"| {classifier} | {arm} |"))
         assert f"{run.data.metrics['test_accuracy']:.3f}" in row and f"{run.data.metrics['test_roc_auc']:.3f}" in row
         predictions = json.loads(Path(client.download_artifacts(run.info.run_id, "test/test_predictions.json",
                                                                str(tmp_path / run.info.run_id))).read_text())
@@ -264,9 +285,10 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
 
     # any trial reproduces locally from its record, to the last digit (CPU, same data, code, seed, threads)
     _, _, gan_runs = sweep_runs(mlflow_server, tmp_path, stage="gan")
-    synthetic_arm = next(r for r in classify_runs if r.data.params["cell.arm_id"].startswith("synthetic"))
-    for original in (gan_runs[0], synthetic_arm):
-        assert reproduce_main([original.info.run_id, "--tracking-uri", mlflow_server]) == 0
+    synthetic_arm = next(r for r in classify_runs if r.data.tags["arm"] == "synthetic")
+    (best_gan,) = [r for r in gan_runs if r.info.run_id == parent.data.tags["best_run_id"]]
+    for original, which in ((best_gan, ["--best", "pet"]), (synthetic_arm, [synthetic_arm.info.run_id])):
+        assert reproduce_main([*which, "--tracking-uri", mlflow_server]) == 0
         (copy,) = client.search_runs([original.info.experiment_id],
                                      f"tags.`medgan.reproduces` = '{original.info.run_id}'")
         assert copy.data.metrics and all(original.data.metrics[k] == v for k, v in copy.data.metrics.items()), (

@@ -88,6 +88,11 @@ class Arm:
     def id(self) -> str:
         return ":".join([self.kind, *([self.set] if self.set else []), *([f"{self.ratio:g}"] if self.ratio else [])])
 
+    @property
+    def title(self) -> str:
+        """The arm as a person reads it: `synthetic cgan-1a2b 0.5x`, `oracle 2x`, `real`."""
+        return " ".join([self.kind, *([self.set] if self.set else []), *([f"{self.ratio:g}x"] if self.ratio else [])])
+
     @classmethod
     def parse(cls, arm_id: str) -> Arm:
         """`synthetic:cgan-1a2b:0.5` -> Arm("synthetic", "cgan-1a2b", 0.5); `oracle:2` -> Arm("oracle", ratio=2.0)."""
