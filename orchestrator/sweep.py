@@ -288,7 +288,7 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                stages: list[str], resume: bool, clock: Stopwatch) -> SweepResult:
     import ray
 
-    from orchestrator.report import SweepOutcome, utility_table, write_report
+    from orchestrator.report import SweepOutcome, utility_table, verdict, write_report
     from orchestrator.stages import StageContext, classify, gan, synth
     from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
 
@@ -338,6 +338,8 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                                   evaluation_note(cfg, arrays))
         for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
+        tracker.describe_sweep("\n".join(["**Verdict**", "", *(f"- {line}" for line in verdict(outcome)), "",
+                                           f"The report: `{out_dir / 'report.html'}`, and under `report/` here."]))
         for s in outcome.sets:  # the grids the Markdown report shows, at the same relative paths
             for grid in sorted(s.folder.glob("*.png")):
                 tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")

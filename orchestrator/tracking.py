@@ -12,6 +12,7 @@ again by tag, so nothing is logged twice.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import time
@@ -28,6 +29,7 @@ SWEEP_TAG, TRIAL_TAG, STAGE_TAG = "medgan.sweep", "medgan.trial_id", "medgan.sta
 REPRODUCES_TAG = "medgan.reproduces"
 TRIAL_CONFIG = "trial_config.json"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 
 
 def runs_page(server: str, experiment_id: str) -> str:
@@ -59,17 +61,22 @@ class SweepTracker:
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         self.parent_id = ""
         self.dataset: dict | None = None  # the cohort, as an MLflow dataset (log_dataset)
+        self.source = source_tags()  # on every run this tracker makes
 
     def start_sweep(self, sweep_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Find the parent run of `sweep_name` (a resumed sweep) or create it."""
         self.parent_id = self.writes.run(
-            self.experiment_id, sweep_name, tags={SWEEP_TAG: sweep_name, "git_commit": code_version(), **tags},
+            self.experiment_id, sweep_name, tags={SWEEP_TAG: sweep_name, **self.source, **tags},
             find={SWEEP_TAG: sweep_name}, params={k: _param(v) for k, v in _flatten(params).items()})
         self.writes.set_status(self.parent_id, "RUNNING")  # a resumed sweep's parent runs again
         return self.parent_id
 
     def log_sweep_file(self, path: Path, artifact_path: str | None = None) -> None:
         self.writes.log_artifacts(self.parent_id, path, artifact_path)
+
+    def describe_sweep(self, text: str) -> None:
+        """The parent run's description (Markdown, shown on its page in the MLflow UI)."""
+        self.writes.log_batch(self.parent_id, tags={NOTE_TAG: text})
 
     def log_sweep_dict(self, value: dict, name: str) -> None:
         self.writes.log_dict(self.parent_id, value, name)
@@ -87,8 +94,8 @@ class SweepTracker:
     def trial_run(self, trial_id: str, name: str = "", tags: dict | None = None, params: dict | None = None) -> str:
         """The run of a trial (found by its tags, made if new): one per trial, whichever process asks."""
         link = {PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id}
-        return self.writes.run(self.experiment_id, name or f"trial-{trial_id}", tags={**link, **(tags or {})},
-                               find=link, params=params)
+        return self.writes.run(self.experiment_id, name or f"trial-{trial_id}",
+                               tags={**link, **self.source, **(tags or {})}, find=link, params=params)
 
     def log_sweep_figures(self, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
         """Sweep-wide figures on the parent run (the FID floor, the test split's size)."""
@@ -99,7 +106,8 @@ class SweepTracker:
     def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
                       artifact_path: str) -> str:
         """A nested run for one stage output (a synthetic set): its params, figures and files."""
-        run_id = self.writes.run(self.experiment_id, name, tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage},
+        run_id = self.writes.run(self.experiment_id, name, tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage,
+                                                                 **self.source},
                                  params={k: _param(v) for k, v in params.items()})
         self.writes.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0)
                                                for k, v in metrics.items()])
@@ -193,6 +201,18 @@ def error_text(trial) -> str:
     if path and Path(path).exists():
         return Path(path).read_text(errors="replace")
     return "trial failed; Tune recorded no error text"
+
+
+def source_tags() -> dict[str, str]:
+    """Where a run comes from, in MLflow's own tags (its UI shows them as Source, User, Git commit), plus
+    `git_commit` with '+dirty' when the checkout had local changes (what reproduce compares)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a name
+        user = "unknown"
+    version = code_version()
+    return {"mlflow.source.name": "orchestrator.sweep", "mlflow.source.type": "LOCAL", "mlflow.user": user,
+            "mlflow.source.git.commit": version.removesuffix("+dirty"), "git_commit": version}
 
 
 def code_version() -> str:

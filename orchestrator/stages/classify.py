@@ -30,7 +30,7 @@ from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.report import conclusions, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
-from orchestrator.tracking import ChildRunLogger, SweepTracker
+from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker
 from trainables.classify.arms import Arm, oracle_patients
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
@@ -253,7 +253,10 @@ class ClassifierTrialLogger(ChildRunLogger):
         arm = Arm.parse(cell["arm_id"])
         return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
                 "ratio": f"{arm.ratio:g}" if arm.ratio else "none", "synthetic_set": arm.set or "none",
-                "seed": str(trial.config["seed"])}
+                "seed": str(trial.config["seed"]),
+                NOTE_TAG: f"Stage-3 classifier trial: {cell['classifier']} trained on the {arm.title} arm "
+                          f"({arm.spec.role}), seed {trial.config['seed']}; validation AUC per epoch chose the kept "
+                          f"epoch (best_epoch), whose figures on the real test patients are the test_ metrics."}
 
     def params(self, trial) -> dict:
         """The training recipe as this classifier ran it: its own passes and weights file, not every

@@ -30,7 +30,7 @@ from orchestrator.report import markdown_table
 from orchestrator.search import make_scheduler, make_searcher, to_tune_space
 from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri, read_file
-from orchestrator.tracking import ChildRunLogger, SweepTracker, compact
+from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, compact
 from trainables.gan.checkpoint import GRID_FILE
 from trainables.gan.loop import TRAINING_METRICS, train_gan_worker
 from trainables.gan.sample import load_sampler
@@ -249,6 +249,12 @@ class GanTrialLogger(ChildRunLogger):
         self.searched = tuple(k for k in searched if k != "arch")  # what each run's name shows
         self.evaluations: dict[str, list[dict]] = {}  # trial id -> its checkpointed evaluations, in order
         self.diverged: dict[str, str] = {}  # trial id -> why it stopped itself
+
+    def run_tags(self, trial) -> dict[str, str]:
+        return {NOTE_TAG: f"Stage-1 GAN trial `{self.run_name(trial)}`: metrics of each evaluated epoch on the "
+                          f"validation split, the sample grid of each (Artifacts: images), and its best checkpoint by "
+                          f"{self.metric} under best_checkpoint/ (the one the ranking, the registered model and "
+                          f"stage 2 use)."}
 
     def run_name(self, trial) -> str:
         """`gan cgan lr_g=2e-4 diffaugment=none (db991b24)`: the architecture and what the trial drew."""

@@ -57,6 +57,10 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
+        # where it comes from and what it is, as MLflow's UI shows them (Source, User, Git commit, Description)
+        assert child.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"] != ""
+        assert child.data.tags["mlflow.user"] and child.data.tags["mlflow.source.name"] == "orchestrator.sweep"
+        assert child.data.tags["mlflow.note.content"].startswith(f"Stage-1 GAN trial `{child.info.run_name}`")
         # a name that says what the run is: architecture, what it drew, its trial
         trial = json.loads(Path(client.download_artifacts(child.info.run_id, "trial_config.json", str(tmp_path)))
                            .read_text())
@@ -230,6 +234,9 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     out_dir = tmp_path / "runs" / sweep_id
     report = (out_dir / "report.md").read_text()
     assert (out_dir / "report.html").exists()
+    # the parent's description: the report's verdict, and where the report is
+    assert parent.data.tags["mlflow.note.content"].startswith("**Verdict**") and "report.html" in \
+        parent.data.tags["mlflow.note.content"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md",
                                                                                       "report/report.html"}
     # stage 2: a set per selected checkpoint, with its manifest and audit, none of it naming a patient
