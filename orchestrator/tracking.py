@@ -104,10 +104,13 @@ class SweepTracker:
                               tags=tags)
 
     def log_stage_run(self, stage: str, name: str, params: dict, metrics: dict, files: list[Path],
-                      artifact_path: str) -> str:
-        """A nested run for one stage output (a synthetic set): its params, figures and files."""
-        run_id = self.writes.run(self.experiment_id, name, tags={PARENT_TAG: self.parent_id, STAGE_TAG: stage,
-                                                                 **self.source},
+                      artifact_path: str, tags: dict | None = None, key: dict | None = None) -> str:
+        """A nested run for one stage output (a synthetic set, a summary): its params, figures, files and
+        `tags`; with `key` (tags that name the output), a resumed sweep finds the run again instead of
+        making a second."""
+        link = {PARENT_TAG: self.parent_id, STAGE_TAG: stage}
+        run_id = self.writes.run(self.experiment_id, name, tags={**link, **self.source, **(tags or {}), **(key or {})},
+                                 find={**link, **key} if key else None,
                                  params={k: _param(v) for k, v in params.items()})
         self.writes.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0)
                                                for k, v in metrics.items()])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ray import tune
 
 from orchestrator.config import Config
 from orchestrator.plots import plot_confusion, plot_roc
-from orchestrator.report import conclusions, markdown_table, utility_table
+from orchestrator.report import arm_worth, conclusions, control_works, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
 from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker
@@ -63,6 +64,7 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
         return ClassifyResult(results, failed, None)
     summary = utility(results, cfg.classify.min_test_patients_per_label, cfg.classify.bootstrap_draws)
     log_test_split(tracker, summary)
+    log_arm_summaries(tracker, summary)
     print(f"stage 3 (real test split: {summary.cases.describe()}; patient-bootstrap 95 % intervals; Δ against "
           "real only, p Holm-adjusted):")
     table = utility_table(summary)
@@ -236,6 +238,43 @@ def log_test_split(tracker: SweepTracker, summary: Utility) -> None:
          **{f"test_patients_{group}": n for group, n in groups.items()}},
         tags={"test_split": summary.cases.describe(), "test_inference": summary.blocker or "yes",
               "degenerate_classifier_arms": str(sum(1 for a in summary.arms if a.degenerate))})
+
+
+def log_arm_summaries(tracker: SweepTracker, summary: Utility) -> None:
+    """One nested run per classifier x arm (tag `medgan.stage` = summary): the report's figures for it, so
+    that the MLflow runs table compares arms on its own. The seed mean and patient-bootstrap interval of
+    each test metric, the difference to real only with its interval and Holm-adjusted p, the smallest
+    difference the split detects and, when the positive control works, the arm's worth in real patients;
+    degenerate arms carry the figures with `degenerate` true and the reason, as in the report."""
+    for classifier in dict.fromkeys(a.classifier for a in summary.arms):
+        arms = [a for a in summary.arms if a.classifier == classifier]
+        worth_of = arm_worth(arms) if control_works(arms) else {}
+        for a in arms:
+            figures = {f"test_{k}{end}": v for k, e in a.metrics.items() for end, v in estimate_parts(e).items()}
+            figures |= {f"delta_{k}{end}": v for k, e in a.deltas.items() for end, v in estimate_parts(e).items()}
+            figures |= {"p_holm": a.holm_p, "detectable_delta_roc_auc": a.detectable, "seeds": len(a.seeds),
+                        "real_patients": a.real_patients}
+            if a.arm_id in worth_of and not worth_of[a.arm_id].place:
+                w = worth_of[a.arm_id]
+                figures |= {"worth_patients": w.patients, "worth_patients_low": w.low, "worth_patients_high": w.high}
+            arm = a.arm
+            tags = {"arm": arm.kind, "arm_role": arm.spec.role, "synthetic_set": arm.set or "none",
+                    "ratio": f"{arm.ratio:g}" if arm.ratio else "none", "seed": ",".join(map(str, a.seeds)),
+                    "degenerate": str(bool(a.degenerate)).lower(),
+                    **({"degenerate_reason": a.degenerate} if a.degenerate else {}),
+                    **({"worth": worth_of[a.arm_id].describe()} if a.arm_id in worth_of else {}),
+                    NOTE_TAG: f"{classifier} on the {arm.title} arm over {len(a.seeds)} seed(s), on "
+                              f"{summary.cases.describe()}: seed means with patient-bootstrap 95 % intervals "
+                              f"(`_low`, `_high`), the difference to real only (`delta_`) and its Holm-adjusted p: "
+                              f"the report's figures for this row."}
+            tracker.log_stage_run("summary", f"{classifier} | {arm.title} | {len(a.seeds)} seeds", {},
+                                  {k: v for k, v in figures.items() if not math.isnan(v)}, [], "", tags=tags,
+                                  key={"classifier": classifier, "arm_id": a.arm_id})
+
+
+def estimate_parts(estimate) -> dict[str, float]:
+    """An estimate's value and interval as metric suffixes: '', '_low', '_high'."""
+    return {"": estimate.value, "_low": estimate.low, "_high": estimate.high}
 
 
 class ClassifierTrialLogger(ChildRunLogger):

@@ -290,6 +290,15 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
         elif not arm.startswith("tstr"):
             assert run.data.metrics["synthetic_images"] == 0
 
+    # the report's rows as MLflow runs of their own: one summary per classifier x arm, the same figures
+    _, _, summaries = sweep_runs(mlflow_server, tmp_path, stage="summary")
+    assert len(summaries) == len({(r.data.tags["classifier"], r.data.tags["arm_id"]) for r in classify_runs})
+    for run in summaries:
+        classifier, arm = run.data.tags["classifier"], run.data.tags["arm_id"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| {classifier} | {arm} |"))
+        assert f"{run.data.metrics['test_roc_auc']:.3f}" in row and run.data.tags["degenerate"] in ("true", "false")
+        assert run.info.run_name.startswith(f"{classifier} | {Arm.parse(arm).title} | ")
+
     # any trial reproduces locally from its record, to the last digit (CPU, same data, code, seed, threads)
     _, _, gan_runs = sweep_runs(mlflow_server, tmp_path, stage="gan")
     synthetic_arm = next(r for r in classify_runs if r.data.tags["arm"] == "synthetic")
