@@ -98,6 +98,18 @@ def resumed_record(modality: str, storage: str) -> SweepRecord:
         raise SweepError(f"--resume: {err}") from err
 
 
+# The parent run's params: the settings users filter and compare sweeps by (the rest is config.yaml)
+PARENT_PARAMS = ("data.modality", "data.size", "data.train_fraction", "gan.arch", "gan.epochs", "gan.latent_dim",
+                 "search.metric", "search.num_samples", "search.gpus_per_worker", "classify.classifiers",
+                 "classify.ratios", "classify.seeds", "classify.epochs")
+
+
+def filtered_params(cfg: Config) -> dict:
+    """PARENT_PARAMS of `cfg`, as dotted keys."""
+    values = cfg.to_dict()
+    return {key: values[key.split(".")[0]][key.split(".")[1]] for key in PARENT_PARAMS}
+
+
 def phantom_folder(cfg: Config) -> Path:
     """The phantom cohort for this config, written once under the cache folder."""
     d = cfg.data
@@ -309,10 +321,11 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
     plan.write(sweep_path)
     tracker = SweepTracker(tracking_uri, f"medgan-sweep-{cfg.data.modality}", runs_dir / "mlartifacts",
                            spool=out_dir / "mlflow_spool")
-    tracker.start_sweep(sweep_id, params=cfg.to_dict(), tags={
+    tracker.start_sweep(sweep_id, params=filtered_params(cfg), tags={
         "dataset_fingerprint": cohort.fingerprint, "preset": plan.preset, "sweep_path": sweep_path,
         "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
                                              f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
+    tracker.log_sweep_dict(cfg.to_dict(), "config.yaml")  # the whole config, as a file a user can reuse
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
     tracker.log_dataset(cohort_dataset(arrays, cohort.fingerprint, cfg.data.modality))
     clock.lap("setup")  # Ray start, resources, MLflow parent run

@@ -13,13 +13,14 @@ import mlflow
 import mlflow.pytorch
 import pytest
 import torch
+import yaml
 
 from orchestrator.data.phantom import make_patients
 from orchestrator.reproduce import main as reproduce_main
 from orchestrator.reproduce import trial_run_id
 from orchestrator.config import load_config
 from orchestrator.sweep import main as sweep_main
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep import PARENT_PARAMS, run_sweep
 from orchestrator.tracking import compact, runs_page
 from trainables.classify.arms import Arm
 from browser import rendered_dom, screenshot
@@ -53,6 +54,10 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     # MLflow's UI opens a model-training experiment on its runs table
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert parent.data.params["search.gpus_per_worker"] == "0.0"  # resolved at the start, recorded
+    # a few params to filter sweeps by; the whole config as one file
+    assert set(parent.data.params) == set(PARENT_PARAMS)
+    saved = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))).read_text())
+    assert saved["gan"]["epochs"] == EPOCHS and saved["search"]["num_samples"] == 4
     assert len(children) == 4
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
