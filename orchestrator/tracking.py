@@ -149,10 +149,14 @@ class ChildRunLogger(tune.Callback):
                                         params={k: _param(v) for k, v in _flatten(self.params(trial)).items()})
         # the exact, typed config: what `python -m orchestrator.reproduce` runs again
         self.writes.log_dict(run_id, dict(trial.config), TRIAL_CONFIG)
-        if self.tracker.dataset:
-            self.writes.log_input(run_id, self.tracker.dataset, context="training")
+        for dataset, context in self.inputs(trial):
+            self.writes.log_input(run_id, dataset, context=context)
         self.run_ids[trial.trial_id] = run_id
         return run_id
+
+    def inputs(self, trial) -> list[tuple[dict, str]]:
+        """What the trial trained on, as (MLflow dataset fields, context): the cohort's training split."""
+        return [(self.tracker.dataset, "training")] if self.tracker.dataset else []
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.writes.set_status(self.child_run(trial), "RUNNING")
@@ -196,6 +200,24 @@ def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:
     return {"name": f"{modality}-cohort-{fingerprint[:8]}", "digest": fingerprint[:16], "source_type": "local",
             "source": json.dumps({"uri": f"medgan-cohort://{modality}/{fingerprint}"}),
             "schema": json.dumps(schema.to_dict()), "profile": json.dumps({"image_px": list(size), **profile})}
+
+
+def synthetic_dataset(name: str, images, labels, sweep_id: str) -> dict:
+    """A synthetic set as the fields of an MLflow dataset: its name, a digest of its images and labels, and
+    its counts."""
+    import hashlib
+
+    import numpy as np
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.types import Schema, TensorSpec
+
+    images, labels = np.ascontiguousarray(images), np.asarray(labels)
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *images.shape[1:]), "image")]),
+                                 targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
+    return {"name": name, "digest": digest, "source_type": "local",
+            "source": json.dumps({"uri": f"medgan-synthetic://{sweep_id}/{name}"}), "schema": json.dumps(schema.to_dict()),
+            "profile": json.dumps({"images": int(len(labels)), "malignant": int(labels.sum())})}
 
 
 def error_text(trial) -> str:

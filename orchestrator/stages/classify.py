@@ -31,7 +31,7 @@ from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.report import arm_worth, conclusions, control_works, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
-from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker
+from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, synthetic_dataset
 from trainables.classify.arms import Arm, oracle_patients
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
@@ -55,7 +55,9 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     split's size on the parent run; the table printed."""
     cfg, tracker = context.cfg, context.tracker
     refs = {s.name: ray.put(s.as_arrays()) for s in sets}
-    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [ClassifierTrialLogger(tracker)],
+    sweep_id = context.sweep_path.rstrip("/").rsplit("/", 1)[-1]
+    datasets = {s.name: synthetic_dataset(s.name, s.images, s.labels, sweep_id) for s in sets}
+    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [ClassifierTrialLogger(tracker, datasets)],
                        resume=context.resume).fit()
     results, failed = results_table(grid), failed_trials(grid)
     if len(failed):
@@ -280,6 +282,18 @@ def estimate_parts(estimate) -> dict[str, float]:
 class ClassifierTrialLogger(ChildRunLogger):
     """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
     stage = "classify"
+
+    def __init__(self, tracker: SweepTracker, synthetic: dict[str, dict]):
+        super().__init__(tracker)
+        self.synthetic = synthetic  # set name -> its MLflow dataset fields (synthetic_dataset)
+
+    def inputs(self, trial) -> list[tuple[dict, str]]:
+        """What this arm trained on, told apart in the UI's Datasets column: the cohort (when the arm holds
+        real images) and the synthetic set it draws on, each with the arm's `trains_on` as its context."""
+        arm = Arm.parse(trial.config["cell"]["arm_id"])
+        cohort = [self.tracker.dataset] if self.tracker.dataset and arm.spec.trains_on_real else []
+        drawn = [self.synthetic[arm.set]] if arm.set in self.synthetic else []
+        return [(dataset, arm.trains_on) for dataset in cohort + drawn]
 
     def run_name(self, trial) -> str:
         """`resnet | synthetic cgan-1a2b 2x | seed 1`: what the run is, readable in the runs table."""
