@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reproduced = rerun_classifier(client, parent_id, trial, cohort.as_arrays(), args.epochs)
     new_id = log_reproduction(client, run, reproduced, COMPARED[stage])
-    print(f"reproduced {stage} trial {run_id} ({run.info.run_name}) as run {new_id} in {time.perf_counter() - started:.0f} s "
-          f"({threads} torch thread(s)):")
+    print(f"reproduced {stage} trial {run_id} ({run.info.run_name}) as run {new_id} in "
+          f"{time.perf_counter() - started:.0f} s ({threads} torch thread(s)):")
     print(side_by_side(run.data.metrics, reproduced, COMPARED[stage]))
     return 0
 
