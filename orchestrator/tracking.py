@@ -216,7 +216,8 @@ def synthetic_dataset(name: str, images, labels, sweep_id: str) -> dict:
     schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *images.shape[1:]), "image")]),
                                  targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
     return {"name": name, "digest": digest, "source_type": "local",
-            "source": json.dumps({"uri": f"medgan-synthetic://{sweep_id}/{name}"}), "schema": json.dumps(schema.to_dict()),
+            "source": json.dumps({"uri": f"medgan-synthetic://{sweep_id}/{name}"}),
+            "schema": json.dumps(schema.to_dict()),
             "profile": json.dumps({"images": int(len(labels)), "malignant": int(labels.sum())})}
 
 

@@ -56,7 +56,8 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     assert parent.data.params["search.gpus_per_worker"] == "0.0"  # resolved at the start, recorded
     # a few params to filter sweeps by; the whole config as one file
     assert set(parent.data.params) == set(PARENT_PARAMS)
-    saved = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))).read_text())
+    saved = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path)))
+                           .read_text())
     assert saved["gan"]["epochs"] == EPOCHS and saved["search"]["num_samples"] == 4
     assert len(children) == 4
     for child in children:
@@ -100,7 +101,8 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
     assert "best per architecture" in out
     # the parent run says which trial won, and with what
     (winner,) = [c for c in children if c.data.tags["medgan.trial_id"] == rows[0]["trial_id"]]
-    assert parent.data.tags["best_run_id"] == winner.info.run_id and parent.data.tags["best_trial"] == rows[0]["trial_id"]
+    assert parent.data.tags["best_run_id"] == winner.info.run_id
+    assert parent.data.tags["best_trial"] == rows[0]["trial_id"]
     assert parent.data.metrics["best_ssim"] == pytest.approx(float(rows[0]["ssim"]))
 
     # the best generator of each architecture is a registered model that samples, linked to its trial's run
