@@ -32,7 +32,7 @@ from orchestrator.data.modalities import MODALITIES
 from orchestrator.stages.gan import BEST_RUN_TAG, GAN_METRICS
 from orchestrator.storage import SweepRecord
 from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
-                                   default_tracking_uri)
+                                   code_version_as, default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
 
 COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s"}, "classify": set(FINAL_METRICS)}
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     record = SweepRecord.read(parent.data.tags["sweep_path"])
     cohort = ingest(record.data_dir, record.config.data, labels_file=record.labels, nodules_file=record.nodules)
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
-    warn_if_different("code version", parent.data.tags.get("git_commit", ""), code_version())
+    recorded_version = parent.data.tags.get("git_commit", "")
+    warn_if_different("code version", recorded_version, code_version_as(recorded_version))
     threads = int(run.data.tags.get("torch_threads", torch.get_num_threads()))
     torch.set_num_threads(threads)  # CPU reductions depend on it
 

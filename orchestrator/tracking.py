@@ -13,6 +13,7 @@ again by tag, so nothing is logged twice.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import subprocess
 import time
@@ -205,8 +206,6 @@ def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:
 def synthetic_dataset(name: str, images, labels, sweep_id: str) -> dict:
     """A synthetic set as the fields of an MLflow dataset: its name, a digest of its images and labels, and
     its counts."""
-    import hashlib
-
     import numpy as np
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.types import Schema, TensorSpec
@@ -237,12 +236,18 @@ def source_tags() -> dict[str, str]:
     except (KeyError, OSError):  # a container user without a name
         user = "unknown"
     version = code_version()
+    commit = {} if version.startswith(SOURCE_DIGEST) else {"mlflow.source.git.commit": version.removesuffix("+dirty")}
     return {"mlflow.source.name": "orchestrator.sweep", "mlflow.source.type": "LOCAL", "mlflow.user": user,
-            "mlflow.source.git.commit": version.removesuffix("+dirty"), "git_commit": version}
+            **commit, "git_commit": version}
+
+
+SOURCE_DIGEST = "source-sha256:"  # a code version that is not a git commit
 
 
 def code_version() -> str:
-    """The git commit of this checkout, '+dirty' when it has local changes; 'unknown' outside git."""
+    """The git commit of this checkout, '+dirty' when it has local changes. Outside git (a Ray job's
+    uploaded working dir, an unpacked archive): a digest of the project's Python sources, which tells
+    the same code from different code just as well."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -250,7 +255,25 @@ def code_version() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True).stdout
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return SOURCE_DIGEST + source_digest(here.parent)
+
+
+def code_version_as(recorded: str) -> str:
+    """This code's version in the form of `recorded`: a source digest when a run recorded one (it came from
+    outside git), else `code_version()`: what reproduce compares with the run's."""
+    if recorded.startswith(SOURCE_DIGEST):
+        return SOURCE_DIGEST + source_digest(Path(__file__).resolve().parents[1])
+    return code_version()
+
+
+def source_digest(root: Path) -> str:
+    """sha256 over the project's Python sources and presets (paths and bytes, in path order), first 16 hex."""
+    digest = hashlib.sha256()
+    for folder in ("orchestrator", "trainables", "search_spaces"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _flatten(value: dict, prefix: str = "") -> dict[str, Any]:

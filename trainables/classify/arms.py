@@ -52,7 +52,7 @@ class ArmKind:
     augments: bool = False  # flips and small rotations at every training step
     trains_on_real: bool = True  # holds the real training split (every kind but train-synthetic-test-real)
     # what it trains on, in words (`{ratio}` filled in): MLflow's dataset context on the arm's inputs
-    trains_on: str = "the training split"
+    trains_on: str = "training split"
 
 
 ARM_KINDS: dict[str, ArmKind] = {}
@@ -92,7 +92,7 @@ class Arm:
 
     @property
     def trains_on(self) -> str:
-        """What this arm trains on, in words: `the training split + synthetic 2x`."""
+        """What this arm trains on, in words: `training split + synthetic 2x`."""
         return self.spec.trains_on.format(ratio=self.ratio)
 
     @property
@@ -181,16 +181,16 @@ def _join(x_real, y_real, x_add, y_add, kind: int) -> TrainingSet:
 for _kind in (
     ArmKind("real", _real, uses_set=False, uses_ratio=False, role="baseline", colour="black", compared=False),
     ArmKind("classic", _real, uses_set=False, uses_ratio=False, role="classic augmentation", colour="tab:orange",
-            placed_on_curve=True, augments=True, trains_on="the training split, flipped and rotated"),
+            placed_on_curve=True, augments=True, trains_on="training split, flipped and rotated"),
     ArmKind("synthetic", _with_synthetic, uses_set=True, uses_ratio=True, role="GAN augmentation", colour="tab:blue",
-            placed_on_curve=True, trains_on="the training split + synthetic {ratio:g}x"),
+            placed_on_curve=True, trains_on="training split + synthetic {ratio:g}x"),
     ArmKind("permuted", _with_synthetic, uses_set=True, uses_ratio=True, role="negative control",
-            colour="tab:purple", trains_on="the training split + synthetic {ratio:g}x, labels permuted"),
+            colour="tab:purple", trains_on="training split + synthetic {ratio:g}x, labels permuted"),
     ArmKind("oracle", _oracle, uses_set=False, uses_ratio=True, role="positive control", colour="tab:green",
-            trains_on="the training split + held-out patients {ratio:g}x"),
+            trains_on="training split + held-out patients {ratio:g}x"),
     # a proxy, not a claim: kept out of the comparison family so it costs the real comparisons no power
     ArmKind("tstr", _synthetic_only, uses_set=True, uses_ratio=False, role="utility proxy", colour="tab:brown",
-            compared=False, trains_on_real=False, trains_on="the synthetic set only"),
+            compared=False, trains_on_real=False, trains_on="synthetic set only"),
 ):
     register_arm_kind(_kind)
 

@@ -33,8 +33,8 @@ def test_every_kind_has_an_example_and_each_id_reads_back_as_the_same_arm():
     assert [arm.title for arm in EVERY_KIND] == ["real", "classic", "synthetic cgan-1a2b 0.5x", "permuted dcgan-9 2x",
                                                  "oracle 4x", "tstr cgan-1a2b"]
     assert [arm.trains_on for arm in EVERY_KIND[2:5]] == [
-        "the training split + synthetic 0.5x", "the training split + synthetic 2x, labels permuted",
-        "the training split + held-out patients 4x"]
+        "training split + synthetic 0.5x", "training split + synthetic 2x, labels permuted",
+        "training split + held-out patients 4x"]
 
 
 @pytest.mark.parametrize("arm_id", ["", "realistic", "oracle", "synthetic:cgan-1", "real:1", "tstr:a:1", "oracle:0"])
@@ -88,10 +88,10 @@ def test_a_new_arm_kind_registered_in_one_place_trains_end_to_end(smoke_arrays):
         return torch.cat([x, x.flip(-1)]), y.repeat(2), torch.full((2 * len(x),), REAL)
 
     register_arm_kind(ArmKind("mirrored", mirrored, uses_set=False, uses_ratio=False, role="classic augmentation",
-                              colour="tab:olive", trains_on="the training split and its mirror images"))
+                              colour="tab:olive", trains_on="training split and its mirror images"))
     try:
         arm = Arm.parse("mirrored")
-        assert arm.title == "mirrored" and arm.trains_on == "the training split and its mirror images"
+        assert arm.title == "mirrored" and arm.trains_on == "training split and its mirror images"
         x, _, _ = training_set(arm, smoke_arrays, None, seed=0)
         assert len(x) == 2 * int((smoke_arrays["split"] == TRAIN).sum())
         final = fit_classifier({"classifier": "mobilenet", **arm.settings(), "seed": 0, "epochs": 1, "batch_size": 16,
