@@ -269,7 +269,8 @@ def log_arm_summaries(tracker: SweepTracker, summary: Utility) -> None:
                               f"{summary.cases.describe()}: seed means with patient-bootstrap 95 % intervals "
                               f"(`_low`, `_high`), the difference to real only (`delta_`) and its Holm-adjusted p: "
                               f"the report's figures for this row."}
-            tracker.log_stage_run("summary", f"{classifier} | {arm.title} | {len(a.seeds)} seeds", {},
+            seeds = f"{len(a.seeds)} seed" + ("s" if len(a.seeds) != 1 else "")
+            tracker.log_stage_run("summary", f"{classifier} | {arm.title} | {seeds}", {},
                                   {k: v for k, v in figures.items() if not math.isnan(v)}, [], "", tags=tags,
                                   key={"classifier": classifier, "arm_id": a.arm_id})
 
