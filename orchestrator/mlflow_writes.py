@@ -183,6 +183,8 @@ class Writes:
         elif op == "log_image":
             from PIL import Image
 
+            if self._image_logged(run_id, kwargs["key"], kwargs["step"]):
+                return None  # an earlier try reached the server though its answer was lost: not a second copy
             with Image.open(kwargs["path"]) as image:
                 client.log_image(run_id, image.convert("RGB"), key=kwargs["key"], step=kwargs["step"])
         elif op == "log_input":
@@ -199,6 +201,11 @@ class Writes:
         else:
             raise ValueError(f"unknown MLflow write {op!r}")
         return None
+
+    def _image_logged(self, run_id: str, key: str, step: int) -> bool:
+        """Whether the run's image view holds `key` at `step` (MLflow names the file `key+step+N+...`)."""
+        return any(Path(a.path).name.startswith(f"{key}+step+{step}+")
+                   for a in self.client.list_artifacts(run_id, "images"))
 
     def _log_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict,
                    description: str = "", tags: dict | None = None, alias: str = "") -> None:

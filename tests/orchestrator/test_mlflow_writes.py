@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -113,3 +114,19 @@ def test_a_sweep_whose_tracking_server_does_not_answer_stops_before_training(tmp
     assert f"the MLflow tracking server {url} does not answer" in capsys.readouterr().err
     assert time.perf_counter() - started < 120  # the phantom is made; nothing else is
     assert not (tmp_path / "tune").exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_image_whose_write_is_made_again_is_kept_once(mlflow_server, tmp_path):
+    """A write can reach the server while its answer is lost (the server going away mid-request); its replay
+    from the spool must not add a second copy of the image at that step."""
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(f"replayed-image-{tmp_path.name}")
+    writes = Writes(client, tmp_path / "spool")
+    run = writes.run(experiment_id, "trial", tags={"trial": "t"}, find={"trial": "t"})
+    grid = tmp_path / "grid.png"
+    Image.new("RGB", (8, 8), "white").save(grid)
+    for step in (1, 1, 2):  # step 1 twice: as a replay would make it
+        writes.log_image(run, grid, "samples", step)
+    steps = sorted(int(Path(a.path).name.split("+")[2]) for a in client.list_artifacts(run, "images")
+                   if a.path.endswith(".png"))
+    assert steps == [1, 2]
