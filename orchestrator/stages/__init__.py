@@ -30,3 +30,8 @@ class StageContext:
     sweep_path: str  # this sweep's folder under it
     out_dir: Path  # local outputs: tables, synthetic sets, the report
     resume: bool
+
+    @property
+    def sweep_id(self) -> str:
+        """The sweep's id: the last part of its folder or URI."""
+        return self.sweep_path.rstrip("/").rsplit("/", 1)[-1]

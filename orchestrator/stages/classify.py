@@ -55,8 +55,7 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     split's size on the parent run; the table printed."""
     cfg, tracker = context.cfg, context.tracker
     refs = {s.name: ray.put(s.as_arrays()) for s in sets}
-    sweep_id = context.sweep_path.rstrip("/").rsplit("/", 1)[-1]
-    datasets = {s.name: synthetic_dataset(s.name, s.images, s.labels, sweep_id) for s in sets}
+    datasets = {s.name: synthetic_dataset(s.name, s.images, s.labels, context.sweep_id) for s in sets}
     grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [ClassifierTrialLogger(tracker, datasets)],
                        resume=context.resume).fit()
     results, failed = results_table(grid), failed_trials(grid)
@@ -260,10 +259,7 @@ def log_arm_summaries(tracker: SweepTracker, summary: Utility) -> None:
                 w = worth_of[a.arm_id]
                 figures |= {"worth_patients": w.patients, "worth_patients_low": w.low, "worth_patients_high": w.high}
             arm = a.arm
-            tags = {"arm": arm.kind, "arm_role": arm.spec.role, "synthetic_set": arm.set or "none",
-                    "ratio": f"{arm.ratio:g}" if arm.ratio else "none", "seed": ",".join(map(str, a.seeds)),
-                    "degenerate": str(bool(a.degenerate)).lower(),
-                    **({"degenerate_reason": a.degenerate} if a.degenerate else {}),
+            tags = {**arm_tags(arm), "seed": ",".join(map(str, a.seeds)), **degenerate_tags(a.degenerate),
                     **({"worth": worth_of[a.arm_id].describe()} if a.arm_id in worth_of else {}),
                     NOTE_TAG: f"{classifier} on the {arm.title} arm over {len(a.seeds)} seed(s), on "
                               f"{summary.cases.describe()}: seed means with patient-bootstrap 95 % intervals "
@@ -273,6 +269,17 @@ def log_arm_summaries(tracker: SweepTracker, summary: Utility) -> None:
             tracker.log_stage_run("summary", f"{classifier} | {arm.title} | {seeds}", {},
                                   {k: v for k, v in figures.items() if not math.isnan(v)}, [], "", tags=tags,
                                   key={"classifier": classifier, "arm_id": a.arm_id})
+
+
+def arm_tags(arm: Arm) -> dict[str, str]:
+    """What the runs table groups an arm's runs by (trials and summaries alike)."""
+    return {"arm": arm.kind, "arm_role": arm.spec.role, "synthetic_set": arm.set or "none",
+            "ratio": f"{arm.ratio:g}" if arm.ratio else "none"}
+
+
+def degenerate_tags(reason: str) -> dict[str, str]:
+    """`degenerate` as true / false, with the reason beside it when true."""
+    return {"degenerate": str(bool(reason)).lower(), **({"degenerate_reason": reason} if reason else {})}
 
 
 def estimate_parts(estimate) -> dict[str, float]:
@@ -305,9 +312,7 @@ class ClassifierTrialLogger(ChildRunLogger):
         """What the runs table groups by: classifier, arm (kind, id, role, set, ratio), seed."""
         cell = trial.config["cell"]
         arm = Arm.parse(cell["arm_id"])
-        return {"classifier": cell["classifier"], "arm": arm.kind, "arm_id": arm.id, "arm_role": arm.spec.role,
-                "ratio": f"{arm.ratio:g}" if arm.ratio else "none", "synthetic_set": arm.set or "none",
-                "seed": str(trial.config["seed"]),
+        return {"classifier": cell["classifier"], "arm_id": arm.id, **arm_tags(arm), "seed": str(trial.config["seed"]),
                 NOTE_TAG: f"Stage-3 classifier trial: {cell['classifier']} trained on the {arm.title} arm "
                           f"({arm.spec.role}), seed {trial.config['seed']}; validation AUC per epoch chose the kept "
                           f"epoch (best_epoch), whose figures on the real test patients are the test_ metrics."}
@@ -333,8 +338,7 @@ class ClassifierTrialLogger(ChildRunLogger):
         self.log_metrics(run_id, result, set(FINAL_METRICS) - {"steps"}, 0)
         tags = {key: str(result.get(key, "")) for key in FINAL_TAGS if key != "degenerate"}
         reason = str(result.get("degenerate") or "")
-        self.writes.log_batch(run_id, tags={**tags, "degenerate": str(bool(reason)).lower(),
-                                            **({"degenerate_reason": reason} if reason else {})})
+        self.writes.log_batch(run_id, tags={**tags, **degenerate_tags(reason)})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """The test predictions (the trial's final checkpoint), with their confusion matrix and ROC."""

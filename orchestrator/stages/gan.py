@@ -63,10 +63,9 @@ def run(context: StageContext) -> GanResult:
     for path in write_tables(table, context.out_dir):
         tracker.log_sweep_file(path, "ranking")
     best = best_per_architecture(table)
-    sweep_id = context.sweep_path.rstrip("/").rsplit("/", 1)[-1]
     for _, row in best.iterrows():
         log_generator(tracker, row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}",
-                      **champion_record(row, cfg.search.metric, int((table.arch == row.arch).sum()), sweep_id))
+                      **champion_record(row, cfg.search.metric, int((table.arch == row.arch).sum()), context.sweep_id))
     if len(table):  # the parent run says which trial won, and with what
         winner = table.iloc[0]
         tracker.log_sweep_figures({f"best_{cfg.search.metric}": winner[cfg.search.metric]},

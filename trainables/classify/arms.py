@@ -86,9 +86,13 @@ class Arm:
     def spec(self) -> ArmKind:
         return ARM_KINDS[self.kind]
 
+    def parts(self, ratio_unit: str = "") -> list[str]:
+        """Kind, then the set and the ratio where the kind takes them."""
+        return [self.kind, *([self.set] if self.set else []), *([f"{self.ratio:g}{ratio_unit}"] if self.ratio else [])]
+
     @property
     def id(self) -> str:
-        return ":".join([self.kind, *([self.set] if self.set else []), *([f"{self.ratio:g}"] if self.ratio else [])])
+        return ":".join(self.parts())
 
     @property
     def trains_on(self) -> str:
@@ -98,7 +102,7 @@ class Arm:
     @property
     def title(self) -> str:
         """The arm as a person reads it: `synthetic cgan-1a2b 0.5x`, `oracle 2x`, `real`."""
-        return " ".join([self.kind, *([self.set] if self.set else []), *([f"{self.ratio:g}x"] if self.ratio else [])])
+        return " ".join(self.parts("x"))
 
     @classmethod
     def parse(cls, arm_id: str) -> Arm:
