@@ -34,8 +34,9 @@ from orchestrator.storage import SweepRecord
 from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
                                    code_version_as, default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
+from trainables.system import SYSTEM_METRICS
 
-COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s"}, "classify": set(FINAL_METRICS)}
+COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s", *SYSTEM_METRICS}, "classify": set(FINAL_METRICS)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -4,9 +4,10 @@ Image convention: float tensors in [0, 1], shape [N, 1, H, W] (grey), labels int
 (0 benign, 1 malignant).
 
 - Stage 1 (GAN search): `paired_similarity` (SSIM / PSNR / MSE under the paper's class-matched
-  pairing), `fid_kid` (FID and KID with the TF-FID InceptionV3, offline), `ms_ssim_diversity`
-  (mode-collapse check) and `real_floor` (the same FID / KID between two patient-disjoint halves
-  of the real data: the best score a generator can hope for on this data).
+  pairing), `fid_kid` (FID and KID with the TF-FID InceptionV3, offline), `feature_metrics` (those
+  plus FID per label and precision / recall / density / coverage in the same feature space),
+  `ms_ssim_diversity` (mode-collapse check) and `real_floor` (the same FID / KID between two
+  patient-disjoint halves of the real data: the best score a generator can hope for on this data).
 - Stage 3 (classifier utility): `classification_metrics`, `degenerate_reason`. The statistics
   across trials (bootstrap, multiplicity) are the driver's: `orchestrator.statistics`.
 
@@ -39,6 +40,8 @@ from torchmetrics.functional.image import (
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from trainables.cohort import LABEL_NAMES
+
 logger = logging.getLogger(__name__)
 
 INCEPTION_SIZE = 299  # the TF-FID Inception's input size; its last pool is a fixed 8x8 window
@@ -59,7 +62,7 @@ class EvalMetric:
     """A figure a GAN evaluation reports: its key, which way is better, and its family."""
     key: str
     mode: str  # "max": higher is better; "min": lower is better
-    family: str  # "similarity" (to real images), "fid" (a Fréchet / kernel distance), "diversity"
+    family: str  # "similarity" (to real images), "fid" (a Fréchet / kernel distance), "prdc", "diversity"
     rankable: bool = True  # may rank checkpoints (search.metric); a spread or a diversity check may not
     # A metric added with `register_eval_metric` brings its own formula:
     # compute(fake, fake_labels, real, real_labels, seed) -> float, on the generated images [N, 1, S, S]
@@ -80,9 +83,23 @@ def fid_type_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
             EvalMetric(f"{kid}_std", "min", "fid", rankable=False))
 
 
+def per_label_fid_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
+    """The FID-type distance within each label ("fid_benign", "fid_malignant"): a generator can match the
+    pooled distribution while drawing one label poorly."""
+    return tuple(EvalMetric(f"{extractor_name}_{label}", "min", "fid") for label in LABEL_NAMES)
+
+
+# Precision / recall / density / coverage (Naeem et al. 2020) in the FID-type metric's feature space:
+# precision and density say how realistic the generated images are, recall and coverage how much of the
+# real data they cover (mode collapse shows as low recall and coverage beside a high precision).
+PRDC = tuple(EvalMetric(key, "max", "prdc") for key in ("precision", "recall", "density", "coverage"))
+PRDC_K = 5  # the k of the k-nearest-neighbour balls, as Naeem et al. recommend
+
+
 def evaluation_metrics(extractor_name: str) -> tuple[EvalMetric, ...]:
     """What one evaluation reports with this extractor, in report order (added metrics last)."""
-    return SIMILARITY + fid_type_metrics(extractor_name) + DIVERSITY + tuple(ADDED_METRICS.values())
+    return (SIMILARITY + fid_type_metrics(extractor_name) + per_label_fid_metrics(extractor_name) + PRDC
+            + DIVERSITY + tuple(ADDED_METRICS.values()))
 
 
 # Metrics registered with `register_eval_metric`: every evaluation computes them after the built-in ones.
@@ -335,22 +352,21 @@ def fid_kid_from_features(fake_features: torch.Tensor, real_features: torch.Tens
         raise ValueError(f"kid_subset_size={subset} must be between 2 and the smaller sample count "
                          f"({min(n_fake, n_real)}: {n_fake} generated, {n_real} real)")
     # The images were run through the network once, above; both metrics reuse those features.
-    passthrough = _Precomputed(extractor.num_features)
     # sync_on_compute=False: under DDP only rank 0 evaluates, and torchmetrics would otherwise
     # wait at compute() for the other ranks to join a gather they never reach.
-    fid = FrechetInceptionDistance(feature=passthrough, sync_on_compute=False).to(fake_features.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features")  # we know: that is KID
-        kid = KernelInceptionDistance(feature=passthrough, subset_size=subset, sync_on_compute=False)
+        kid = KernelInceptionDistance(feature=_Precomputed(extractor.num_features), subset_size=subset,
+                                      sync_on_compute=False)
     kid = kid.to(fake_features.device)
-    for metric in (fid, kid):
-        metric.update(real_features, real=True)
-        metric.update(fake_features, real=False)
+    kid.update(real_features, real=True)
+    kid.update(fake_features, real=False)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global CPU generator
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
     fid_key, kid_mean_key, kid_std_key = fid_kid_keys(extractor)
-    return {fid_key: float(fid.compute()), kid_mean_key: float(kid_mean), kid_std_key: float(kid_std),
+    return {fid_key: frechet_distance(fake_features, real_features), kid_mean_key: float(kid_mean),
+            kid_std_key: float(kid_std),
             "fid_weights_sha256": extractor.weights_sha256}
 
 
@@ -368,6 +384,69 @@ class _Precomputed(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features
+
+
+def frechet_distance(fake_features: torch.Tensor, real_features: torch.Tensor) -> float:
+    """The Fréchet distance between two feature sets (FID when the features are the TF-FID Inception's)."""
+    fid = FrechetInceptionDistance(feature=_Precomputed(real_features.shape[1]), sync_on_compute=False)  # see above
+    fid = fid.to(fake_features.device)
+    fid.update(real_features, real=True)
+    fid.update(fake_features, real=False)
+    return float(fid.compute())
+
+
+def fid_per_label(fake_features: torch.Tensor, fake_labels: torch.Tensor, real_features: torch.Tensor,
+                  real_labels: torch.Tensor, extractor: FeatureExtractor) -> dict[str, float]:
+    """The FID-type distance between the generated and the real images of each label; NaN for a label with
+    fewer than 2 images on either side. Fewer images than features make each figure biased upwards, so
+    read it against its real-vs-real floor at the same counts, as the pooled one."""
+    scores = {}
+    for label, name in enumerate(LABEL_NAMES):
+        fake, real = fake_features[fake_labels.cpu() == label], real_features[real_labels.cpu() == label]
+        scores[f"{extractor.name}_{name}"] = (frechet_distance(fake, real) if min(len(fake), len(real)) >= 2
+                                              else math.nan)
+    return scores
+
+
+def prdc(fake_features: torch.Tensor, real_features: torch.Tensor, k: int = PRDC_K) -> dict[str, float]:
+    """Precision, recall, density and coverage of generated against real features (Naeem et al. 2020).
+
+    Each real point's ball reaches its k-th nearest real neighbour (itself excluded); each generated
+    point's its k-th nearest generated one. Precision: the share of generated points inside some real
+    ball. Recall: the share of real points inside some generated ball. Density: how many real balls a
+    generated point lies in, averaged and divided by k (about 1 when the two sets are alike; above 1
+    when generated points crowd dense real regions). Coverage: the share of real balls holding at least
+    one generated point.
+    """
+    n_fake, n_real = len(fake_features), len(real_features)
+    if min(n_fake, n_real) <= k:
+        raise ValueError(f"precision / recall / density / coverage with k={k} need more than {k} points on "
+                         f"each side, got {n_fake} generated and {n_real} real")
+    fake, real = fake_features.double().cpu(), real_features.double().cpu()
+    real_radius = _kth_neighbour_distance(real, k)
+    fake_radius = _kth_neighbour_distance(fake, k)
+    fake_to_real = torch.cdist(fake, real)  # [n_fake, n_real]
+    inside_real = fake_to_real <= real_radius[None, :]
+    return {"precision": float(inside_real.any(1).double().mean()),
+            "recall": float((fake_to_real <= fake_radius[:, None]).any(0).double().mean()),
+            "density": float(inside_real.double().sum() / (k * n_fake)),
+            "coverage": float((fake_to_real.min(0).values <= real_radius).double().mean())}
+
+
+def _kth_neighbour_distance(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Each point's distance to its k-th nearest other point of the same set."""
+    distances = torch.cdist(points, points)
+    return distances.kthvalue(k + 1, dim=1).values  # the first is the point itself, at distance 0
+
+
+def feature_metrics(fake_features: torch.Tensor, fake_labels: torch.Tensor, real_features: torch.Tensor,
+                    real_labels: torch.Tensor, extractor: FeatureExtractor, seed: int = 0) -> dict:
+    """Every figure one evaluation computes in the extractor's feature space: FID / KID
+    (`fid_kid_from_features`), FID per label and precision / recall / density / coverage."""
+    enough = min(len(fake_features), len(real_features)) > PRDC_K  # else PRDC is NaN, as FID of an absent label
+    return {**fid_kid_from_features(fake_features, real_features, extractor, seed=seed),
+            **fid_per_label(fake_features, fake_labels, real_features, real_labels, extractor),
+            **(prdc(fake_features, real_features) if enough else {m.key: math.nan for m in PRDC})}
 
 
 def real_floor(images_a: torch.Tensor, images_b: torch.Tensor, extractor: FeatureExtractor,

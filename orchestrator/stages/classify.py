@@ -35,6 +35,7 @@ from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, synthe
 from trainables.classify.arms import Arm, oracle_patients
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
+from trainables.system import SYSTEM_METRICS
 
 EXPERIMENT = "classify"
 PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
@@ -330,7 +331,7 @@ class ClassifierTrialLogger(ChildRunLogger):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.child_run(trial)
         if not result.get("final"):
-            self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate"},
+            self.log_metrics(run_id, result, {"train_loss", "val_auc", "steps", "val_degenerate", *SYSTEM_METRICS},
                              int(result.get("epoch", 0)))
             return
         # Final figures at step 0 (the kept epoch is `best_epoch`): the chart view draws them as bars. The

@@ -31,10 +31,11 @@ from orchestrator.search import make_scheduler, make_searcher, to_tune_space
 from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri, read_file
 from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, compact
-from trainables.gan.checkpoint import GRID_FILE
+from trainables.gan.checkpoint import GRID_FILE, UNTRAINED_GRID_FILE
 from trainables.gan.loop import TRAINING_METRICS, train_gan_worker
 from trainables.gan.sample import load_sampler
 from trainables.metrics import EVAL_METRICS, fid_key_in
+from trainables.system import SYSTEM_METRICS
 
 EXPERIMENT, TRAIN_RUNS = "gan", "gan-train"  # under the sweep's folder: Tune's state, then one Train run per trial
 # What the Tune trial itself holds: it only waits on its Train run. Tune rejects an empty
@@ -270,22 +271,24 @@ class GanTrialLogger(ChildRunLogger):
         if checkpoint:
             checkpoint = checkpoint_uri(self.storage, checkpoint)
             if not result.get("diverged"):
-                self.log_sample_grid(run_id, checkpoint, step)
+                self.log_sample_grid(run_id, checkpoint, step, first=trial.trial_id not in self.evaluations)
             self.evaluations.setdefault(trial.trial_id, []).append(
                 {"checkpoint_path": checkpoint, "diverged": int(bool(result.get("diverged"))),
                  self.metric: result.get(self.metric, math.nan)})
 
-    def log_sample_grid(self, run_id: str, checkpoint: str, step: int) -> None:
+    def log_sample_grid(self, run_id: str, checkpoint: str, step: int, first: bool = False) -> None:
         """The evaluation's grid, read on its own: never the weights, optimisers and replay buffer
-        beside it (on S3 that would be a full download per evaluation per trial)."""
-        try:
-            grid = read_file(f"{checkpoint}/{GRID_FILE}")
-        except FileNotFoundError:
-            return
-        with tempfile.TemporaryDirectory() as tmp:  # the run's image view: key "samples", one step per epoch
-            named = Path(tmp) / f"epoch_{step:04d}.png"
-            named.write_bytes(grid)
-            self.writes.log_image(run_id, named, SAMPLES_KEY, step)
+        beside it (on S3 that would be a full download per evaluation per trial). A fresh trial's first
+        checkpoint also holds the untrained generator's grid: step 0, where the UI's image view opens."""
+        for name, at_step in ((UNTRAINED_GRID_FILE, 0),) * first + ((GRID_FILE, step),):
+            try:
+                grid = read_file(f"{checkpoint}/{name}")
+            except FileNotFoundError:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:  # the run's image view: key "samples", one step per epoch
+                named = Path(tmp) / f"epoch_{at_step:04d}.png"
+                named.write_bytes(grid)
+                self.writes.log_image(run_id, named, SAMPLES_KEY, at_step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.child_run(trial)
@@ -302,7 +305,7 @@ class GanTrialLogger(ChildRunLogger):
 
 
 # Metrics copied to MLflow; the rest of Tune's result (timestamps, node ip...) stays in Tune.
-GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS)
+GAN_METRICS = set(TRAINING_METRICS) | set(EVAL_METRICS) | set(SYSTEM_METRICS)
 # ...and what becomes a tag (node_id: the Ray node the trial's rank-0 worker ran on, last seen)
 RESULT_TAGS = ("stop_reason", "fid_weights_sha256", "torch_threads", "node_id", "device")
 SAMPLES_KEY = "samples"  # the sample grids' key in a GAN trial's image view

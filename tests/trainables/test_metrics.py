@@ -27,12 +27,15 @@ from trainables.metrics import (
     extract_features,
     fid_kid,
     fid_kid_from_features,
+    fid_per_label,
+    frechet_distance,
     load_fid_extractor,
     MS_SSIM_BETAS,
     ms_ssim,
     ms_ssim_diversity,
     ms_ssim_scales,
     paired_similarity,
+    prdc,
     real_floor,
     split_by_patient_halves,
 )
@@ -265,6 +268,61 @@ def test_fid_is_zero_for_a_set_against_itself_and_grows_with_noise(extractor):
     floor = real_floor(half_a, half_b, extractor, "cpu")
     assert 0 < floor["fid"] < scores[-1]["fid"]
     assert set(floor) == {"fid", "kid_mean", "kid_std", "fid_weights_sha256"}
+
+
+def prdc_by_definition(fake: np.ndarray, real: np.ndarray, k: int) -> dict:
+    """Naeem et al.'s four formulas written out point by point, as an independent check."""
+    def radius(points, i):
+        return sorted(np.linalg.norm(points - points[i], axis=1))[k]  # [0] is the point itself
+
+    real_r = [radius(real, j) for j in range(len(real))]
+    fake_r = [radius(fake, i) for i in range(len(fake))]
+    d = lambda a, b: float(np.linalg.norm(a - b))  # noqa: E731
+    in_ball = [[d(f, r) <= real_r[j] for j, r in enumerate(real)] for f in fake]
+    return {"precision": np.mean([any(row) for row in in_ball]),
+            "recall": np.mean([any(d(r, f) <= fake_r[i] for i, f in enumerate(fake)) for r in real]),
+            "density": sum(map(sum, in_ball)) / (k * len(fake)),
+            "coverage": np.mean([min(d(r, f) for f in fake) <= real_r[j] for j, r in enumerate(real)])}
+
+
+def test_prdc_equals_its_definition_on_random_clouds():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 6)), rng.normal(0.5, 1.2, size=(30, 6))
+    ours = prdc(torch.from_numpy(fake).float(), torch.from_numpy(real).float(), k=5)
+    assert ours == pytest.approx(prdc_by_definition(fake, real, 5), abs=1e-6)
+
+
+def test_prdc_sees_a_copy_as_perfect_and_a_collapsed_generator_as_missing_a_mode():
+    rng = np.random.default_rng(1)
+    modes = np.array([[-6.0] * 8, [6.0] * 8])
+    real = torch.from_numpy(modes[rng.integers(2, size=200)] + rng.normal(size=(200, 8))).float()
+    copy = prdc(real.clone(), real)
+    assert copy["precision"] == copy["recall"] == copy["coverage"] == 1
+    second = torch.from_numpy(modes[rng.integers(2, size=200)] + rng.normal(size=(200, 8))).float()
+    alike = prdc(second, real)  # a second sample of the same distribution
+    assert min(alike["precision"], alike["recall"], alike["coverage"]) > 0.9 and alike["density"] == pytest.approx(1, abs=0.2)
+
+    collapsed = torch.from_numpy(modes[0] + rng.normal(size=(200, 8))).float()  # every sample from one mode
+    stuck = prdc(collapsed, real)
+    assert stuck["precision"] > 0.9  # realistic ...
+    assert stuck["recall"] < 0.6 and stuck["coverage"] < 0.6  # ... but half the data never drawn
+
+    with pytest.raises(ValueError, match="more than 5 points"):
+        prdc(real[:5], real)
+
+
+def test_fid_per_label_compares_each_label_with_its_own_reals_only(extractor):
+    g = torch.Generator().manual_seed(3)
+    real = torch.cat([torch.randn(20, 2048, generator=g), torch.randn(20, 2048, generator=g) + 3])
+    labels = torch.arange(2).repeat_interleave(20)
+    per_label = fid_per_label(real.flip(0), labels.flip(0), real, labels, extractor)
+    assert per_label["fid_benign"] == pytest.approx(0, abs=1e-2) and per_label["fid_malignant"] == pytest.approx(0, abs=1e-2)
+
+    swapped = fid_per_label(real, 1 - labels, real, labels, extractor)  # each label drawn like the other
+    assert swapped["fid_benign"] == pytest.approx(frechet_distance(real[20:], real[:20]), rel=1e-6)
+    assert swapped["fid_benign"] > 1000  # a mean shift of 3 in each of 2048 features: at least 2048 * 9
+    only_benign = fid_per_label(real[:20], labels[:20], real, labels, extractor)
+    assert math.isnan(only_benign["fid_malignant"])
 
 
 def test_split_by_patient_halves_keeps_each_patient_on_one_side():

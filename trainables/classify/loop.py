@@ -44,6 +44,7 @@ from trainables.classify.models import build_classifier
 from trainables.cohort import TEST, TRAIN, VAL
 from trainables.device import autocast, trial_device
 from trainables.metrics import classification_metrics, degenerate_reason
+from trainables.system import SystemSampler
 
 # The figures a trial ends with, one number each, and its descriptive strings
 FINAL_METRICS = ("test_accuracy", "test_sensitivity", "test_specificity", "test_roc_auc", "best_val_auc", "best_epoch",
@@ -75,6 +76,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
 
     best = {"val_auc": math.nan, "epoch": 0, "state": None, "degenerate": "no epoch was evaluated"}
     steps = 0
+    system = SystemSampler(device)
     for epoch in range(1, cfg["epochs"] + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -96,7 +98,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
         val_auc = auroc(val_scores, y_val)
         degenerate = degenerate_reason(val_scores, val_auc, "validation")
         report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_epoch, "val_auc": val_auc,
-                "steps": steps, "val_degenerate": int(bool(degenerate))})
+                "steps": steps, "val_degenerate": int(bool(degenerate)), **system.sample()})
         if better_candidate(val_auc, degenerate, best):
             best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict()),
                     "degenerate": degenerate}

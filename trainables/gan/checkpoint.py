@@ -24,6 +24,7 @@ STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 GRID_FILE = "samples.png"
+UNTRAINED_GRID_FILE = "samples_epoch_0.png"  # in a fresh trial's first checkpoint: the generator before training
 STATE_KEYS = ("generator", "critic", "ema", "optimizers", "replay", "epoch", "rng")
 
 

@@ -6,31 +6,33 @@ of different epochs differ only because the generator did.
 
 Per evaluation, `num_images` class-balanced images are generated from the fixed noise and
 scored with the shared metric definitions in `trainables.metrics`: SSIM / PSNR / MSE under
-the class-matched pairing, FID and KID, and MS-SSIM among the generated images (diversity).
+the class-matched pairing, FID and KID (pooled, and FID per label), precision / recall / density /
+coverage in the same feature space, and MS-SSIM among the generated images (diversity).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
-from torchvision.utils import save_image
+from torchvision.utils import make_grid
 
-from trainables.cohort import HELD_OUT, TRAIN, VAL, num_classes
+from trainables.cohort import HELD_OUT, LABEL_NAMES, TRAIN, VAL, num_classes
 from trainables.metrics import (
     ADDED_METRICS,
-    extract_features,
-    fid_kid_from_features,
     evaluation_metrics,
+    extract_features,
+    feature_metrics,
     load_fid_extractor,
     ms_ssim_diversity,
     paired_similarity,
 )
 
-GRID_PER_LABEL = 8  # sample grid: one row of 8 per label
+GRID_SIDE = 8  # the sample grid: 8 x 8 tiles, the rows shared equally among the labels
+GRID_TILE_PX = 64  # smaller images are upscaled (nearest neighbour: no smoothing added) to at least this
 GENERATE_BATCH = 64
 
 
@@ -59,18 +61,21 @@ class GanEvaluator:
         fake_features = extract_features(fake, self.extractor, self.device)
         return {
             **paired_similarity(fake, self.labels, self.val_images, self.val_labels, seed=self.seed),
-            **fid_kid_from_features(fake_features, self.val_features, self.extractor, seed=self.seed),
+            **feature_metrics(fake_features, self.labels, self.val_features, self.val_labels, self.extractor,
+                              seed=self.seed),
             "ms_ssim": ms_ssim_diversity(fake, seed=self.seed),
             **{key: float(m.compute(fake, self.labels, self.val_images, self.val_labels, self.seed))
                for key, m in ADDED_METRICS.items()},
         }
 
-    def score_real(self, images: torch.Tensor) -> dict:
-        """FID / KID of real images [N, 1, S, S] against the validation split, and their MS-SSIM
-        diversity, exactly as `evaluate` scores generated ones: the real-vs-real values a generator
-        is read against when the images come from other patients."""
+    def score_real(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """The feature-space figures (FID / KID, FID per label, PRDC) of real images [N, 1, S, S] with
+        labels [N] against the validation split, and their MS-SSIM diversity, exactly as `evaluate` scores
+        generated ones: the real-vs-real values a generator is read against when the images come from
+        other patients."""
         features = extract_features(images, self.extractor, self.device)
-        return {**fid_kid_from_features(features, self.val_features, self.extractor, seed=self.seed),
+        return {**feature_metrics(features, labels, self.val_features, self.val_labels, self.extractor,
+                                  seed=self.seed),
                 "ms_ssim": ms_ssim_diversity(images, seed=self.seed)}
 
     def not_evaluated(self) -> dict:
@@ -80,11 +85,13 @@ class GanEvaluator:
         keys = [m.key for m in evaluation_metrics(self.extractor.name)]
         return {**dict.fromkeys(keys, math.nan), "fid_weights_sha256": self.extractor.weights_sha256}
 
-    def save_sample_grid(self, generator: nn.Module, path: Path) -> None:
-        """One row per label from the same noise every time, so grids compare across epochs."""
-        noise = self.fixed_noise(GRID_PER_LABEL).repeat(self.num_classes, 1)
-        labels = torch.arange(self.num_classes).repeat_interleave(GRID_PER_LABEL)
-        save_image(self.generate(generator, noise, labels), path, nrow=GRID_PER_LABEL, padding=2, pad_value=1.0)
+    def sample_grid(self, generator: nn.Module) -> Image.Image:
+        """A square grid, its rows shared among the labels and each label's block titled, from the same
+        noise every time (and the same noise for every label), so grids compare across epochs and labels."""
+        rows = GRID_SIDE // self.num_classes
+        noise = self.fixed_noise(rows * GRID_SIDE).repeat(self.num_classes, 1)
+        labels = torch.arange(self.num_classes).repeat_interleave(rows * GRID_SIDE)
+        return sample_grid_image(self.generate(generator, noise, labels), rows)
 
 
 def validation_evaluator(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device | str) -> GanEvaluator:
@@ -103,7 +110,7 @@ def fid_floor(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device
 
     `eval_images` real slices (class-balanced, seeded) of training-pool patients (train and held
     out: patient-disjoint from validation) are scored against the validation split with the same
-    extractor, features and KID subsets as a trial's evaluation. Keys: each FID / KID key with
+    extractor, features and KID subsets as a trial's evaluation. Keys: each feature-space key with
     `_floor`, plus `floor_images` and `floor_patients` (fewer images when the pool is smaller).
     """
     evaluator = validation_evaluator(cfg, data, device)
@@ -113,10 +120,33 @@ def fid_floor(cfg: Mapping, data: Mapping[str, np.ndarray], device: torch.device
     per_label = [rng.permutation(pool[labels == label])[: cfg["eval_images"] // 2] for label in (0, 1)]
     chosen = np.sort(np.concatenate(per_label))
     images = torch.from_numpy(np.asarray(data["images"][chosen], np.float32)).unsqueeze(1)
-    scores = evaluator.score_real(images)
+    scores = evaluator.score_real(images, torch.from_numpy(np.asarray(data["labels"][chosen], np.int64)))
     floor = {f"{key}_floor": value for key, value in scores.items() if key != "fid_weights_sha256"}
     return {**floor, "floor_images": len(chosen), "floor_patients": len(np.unique(np.asarray(data["patients"])[chosen])),
             "fid_weights_sha256": scores["fid_weights_sha256"]}
+
+
+def sample_grid_image(images: torch.Tensor, rows_per_label: int) -> Image.Image:
+    """Images [N, 1, S, S] in [0, 1], ordered by label with `rows_per_label` rows of GRID_SIDE each, as
+    one picture: per label a title band ("benign", "malignant") above its rows, tiles of at least
+    GRID_TILE_PX px on a white background."""
+    scale = max(1, -(-GRID_TILE_PX // images.shape[-1]))
+    tiles = images.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    per_label = rows_per_label * GRID_SIDE
+    font = ImageFont.load_default(size=max(12, tiles.shape[-1] // 4))
+    blocks = []
+    for start in range(0, len(tiles), per_label):
+        grid = make_grid(tiles[start:start + per_label], nrow=GRID_SIDE, padding=2, pad_value=1.0)
+        block = Image.fromarray((grid[0] * 255).round().byte().numpy(), "L")
+        band = Image.new("L", (block.width, font.size + 8), 255)
+        ImageDraw.Draw(band).text((4, 3), LABEL_NAMES[start // per_label], fill=0, font=font)
+        blocks += [band, block]
+    picture = Image.new("L", (blocks[0].width, sum(b.height for b in blocks)), 255)
+    top = 0
+    for block in blocks:
+        picture.paste(block, (0, top))
+        top += block.height
+    return picture
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ from trainables.gan.evaluate import validation_evaluator
 from trainables.gan.losses import ac_loss, critic_loss, generator_loss, gradient_penalty
 from trainables.gan.models import build_gan, ema_update
 from trainables.gan.replay import ReplayBuffer
+from trainables.system import SystemSampler
 
 # What every report of `fit` holds besides the evaluation's figures (trainables.metrics.EVAL_METRICS)
 TRAINING_METRICS = ("epoch", "loss_d", "loss_g", "gp", "wasserstein", "epoch_s", "images_per_s", "diverged",
@@ -100,10 +101,15 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
     x_train = x_train.contiguous(memory_format=layout)
     y_train = torch.from_numpy(np.asarray(data["labels"][train], np.int64)).to(device)
     evaluator = validation_evaluator(cfg, data, device) if rank == 0 else None
+    # The untrained generator's grid, saved with the first checkpoint: step 0 of the trial's image view
+    untrained_grid = None
+    if evaluator is not None and start_epoch == 0:
+        untrained_grid = evaluator.sample_grid(ema if ema is not None else generator)
     augment = diff_augment(cfg.get("diffaugment", ""))  # what the critic sees: real and fake alike
     batch = cfg["batch_size"]
     steps_per_epoch = max(1, math.ceil(len(x_train) / (batch * world_size)))
     metrics: dict = {}
+    system = SystemSampler(device)
 
     g_steps = start_epoch * steps_per_epoch  # generator steps so far
     for epoch in range(start_epoch, cfg["epochs"]):
@@ -160,7 +166,7 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
                        device=str(device),
                        epoch_s=time.perf_counter() - started,
                        images_per_s=steps_per_epoch * batch * (cfg["n_critic"] + 1) * world_size
-                       / (time.perf_counter() - started))
+                       / (time.perf_counter() - started), **system.sample())
         stop_reason = _agree_on_divergence(_divergence(metrics, cfg), device, world_size)
         last_epoch = epoch + 1 == cfg["epochs"]
         if stop_reason:
@@ -177,7 +183,10 @@ def fit(cfg: Mapping, data: Mapping[str, np.ndarray], report: Report, resume_fro
             if rank == 0:
                 sampler = ema if ema is not None else generator
                 metrics.update(evaluator.evaluate(sampler))
-                evaluator.save_sample_grid(sampler, folder / checkpoint.GRID_FILE)
+                evaluator.sample_grid(sampler).save(folder / checkpoint.GRID_FILE)
+                if untrained_grid is not None:
+                    untrained_grid.save(folder / checkpoint.UNTRAINED_GRID_FILE)
+                    untrained_grid = None
                 checkpoint.save(folder, checkpoint.TrainingState(
                     generator=generator.state_dict(), critic=critic.state_dict(),
                     ema=ema.state_dict() if ema is not None else None,

@@ -19,3 +19,6 @@ def test_the_floor_is_real_training_slices_against_validation_and_below_an_untra
     untrained = validation_evaluator(gan, smoke_arrays, "cpu").evaluate(build_gan({**gan, "num_classes": 2}).generator)
     assert 0 < floor["fid_floor"] < untrained["fid"]
     assert 0 < floor["ms_ssim_floor"] < 1  # real slices of different patients: diverse, never copies
+    # a second real sample is realistic and covers the data: far above an untrained generator
+    assert floor["recall_floor"] > untrained["recall"] and floor["precision_floor"] > untrained["precision"]
+    assert 0 < floor["fid_benign_floor"] < untrained["fid_benign"] and 0 < floor["fid_malignant_floor"]

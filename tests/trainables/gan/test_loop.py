@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +17,7 @@ from trainables.gan import checkpoint
 from trainables.gan.checkpoint import STATE_FILE, MissingState
 from trainables.gan.loop import fit, train_gan_worker
 from trainables.gan.models import build_gan
+from trainables.system import SYSTEM_METRICS
 from trainables.cohort import VAL
 
 
@@ -75,7 +77,7 @@ def test_resumed_run_continues_exactly_as_an_uninterrupted_one(smoke_arrays, tmp
     assert [m["epoch"] for m, _ in resumed.reports] == [4]
     assert_same_tensors(load_state(resumed.reports[-1][1]), load_state(straight.reports[-1][1]), "state")
     assert resumed.reports[-1][0]["resumed_from"] == 2 and straight.reports[-1][0]["resumed_from"] == 0
-    timing = {"epoch_s", "images_per_s", "resumed_from", "torch_threads"}
+    timing = {"epoch_s", "images_per_s", "resumed_from", "torch_threads", *SYSTEM_METRICS}
     assert ({k: v for k, v in resumed.reports[-1][0].items() if k not in timing}
             == {k: v for k, v in straight.reports[-1][0].items() if k not in timing})
 
@@ -86,7 +88,8 @@ def test_checkpoint_holds_everything_to_resume_and_to_read_later(smoke_arrays, t
     fit(cfg, smoke_arrays, recorder)
 
     (metrics, folder), = recorder.reports
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "samples.png", STATE_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "samples.png",
+                                                        "samples_epoch_0.png", STATE_FILE]
     state = load_state(folder)
     assert set(state) == {"generator", "critic", "ema", "optimizers", "replay", "epoch", "rng"}
     assert state["epoch"] == 1
@@ -95,8 +98,12 @@ def test_checkpoint_holds_everything_to_resume_and_to_read_later(smoke_arrays, t
     for key in ("ssim", "psnr", "mse", "fid", "kid_mean", "ms_ssim", "loss_d", "loss_g", "gp"):
         assert isinstance(metrics[key], float), key
     assert metrics["fid_weights_sha256"] and metrics["diverged"] == 0
-    with Image.open(folder / "samples.png") as grid:  # 2 rows (labels) x 8 columns of 32 px + padding
-        assert grid.size == (8 * 34 + 2, 2 * 34 + 2)
+    for metric in ("precision", "recall", "density", "coverage", "fid_benign", "fid_malignant"):
+        assert math.isfinite(metrics[metric]), metric
+    # 8 x 8 tiles, 32 px upscaled to 64, 2 px padding; a title band above each label's 4 rows
+    with Image.open(folder / "samples.png") as grid, Image.open(folder / "samples_epoch_0.png") as untrained:
+        assert grid.size == untrained.size and grid.width == 8 * 66 + 2 and 8 * 66 + 2 < grid.height < 8 * 66 + 80
+        assert np.asarray(grid).std() > 0 and not np.array_equal(np.asarray(grid), np.asarray(untrained))
 
 
 def test_the_checkpoint_module_round_trips_and_refuses_a_folder_without_state(smoke_arrays, tmp_path):
