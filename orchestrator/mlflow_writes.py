@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 PROBE_EVERY = 15.0  # seconds between /health probes while the server is away
@@ -41,6 +43,29 @@ def unreachable_reason(tracking_uri: str, timeout: float = 5.0) -> str:
             return "" if response.status == 200 else f"/health answered {response.status}"
     except OSError as err:
         return f"/health: {err}"
+
+
+def alias_moves(holder, tags: dict, rule: dict) -> tuple[bool, str]:
+    """Whether a new version with `tags` takes an alias from the version that holds it (`holder`, a
+    ModelVersion or None), and what to say of it ('' when nothing needs saying).
+
+    `rule` ({"same": [tag, ...], "value": tag, "mode": "min" | "max"}; empty: always move): between
+    versions that agree on every `same` tag (the cohort, the metric) the alias moves only to a version
+    at least as good by `value`; across them the figures do not compare, so it moves to the newer one
+    and says which version it leaves and why.
+    """
+    if holder is None or not rule:
+        return True, ""
+    differs = [f"{key} {holder.tags.get(key, 'none')} -> {tags.get(key, 'none')}" for key in rule["same"]
+               if holder.tags.get(key) != tags.get(key)]
+    if differs:
+        return True, (f"moves from version {holder.version} to this one although their figures do not compare "
+                      f"({'; '.join(differs)}): the newest sweep on other data or by another metric wins")
+    old, new = float(holder.tags.get(rule["value"], "nan")), float(tags[rule["value"]])
+    if math.isnan(old) or (new >= old if rule["mode"] == "max" else new <= old):
+        return True, ""
+    return False, (f"stays on version {holder.version}: its {rule['value']} {old:.4g} on the same data is better than "
+                   f"this version's {new:.4g}")
 
 
 class Writes:
@@ -94,12 +119,16 @@ class Writes:
         self._write("log_input", run, dataset=dataset, context=context)
 
     def log_model(self, run: str, path: Path, name: str, registered_name: str, signature: dict,
-                  description: str = "", tags: dict | None = None, alias: str = "") -> None:
+                  description: str = "", tags: dict | None = None, alias: str = "", alias_rule: dict | None = None,
+                  linked_metrics: dict | None = None) -> None:
         """The torch module saved whole at `path` as an MLflow PyTorch model of the run, registered under
-        `registered_name` (`signature`: a ModelSignature's to_dict()); the version gets `description`,
-        `tags` and, if given, `alias` (which moves to it from any older version)."""
+        `registered_name` (`signature`: a ModelSignature's to_dict()); the version gets `description` and
+        `tags`. `alias` moves to it as `alias_moves` decides under `alias_rule`. `linked_metrics`
+        ({"step", "keys", "dataset_name", "dataset_digest"}): the run's figures at that step, linked to the
+        logged model and the dataset they were measured on (the model page's metrics and datasets)."""
         self._write("log_model", run, path=str(path), name=name, registered_name=registered_name,
-                    signature=signature, description=description, tags=tags or {}, alias=alias)
+                    signature=signature, description=description, tags=tags or {}, alias=alias,
+                    alias_rule=alias_rule or {}, linked_metrics=linked_metrics or {})
 
     def set_status(self, run: str, status: str) -> None:
         self._write("set_status", run, status=status)
@@ -208,19 +237,45 @@ class Writes:
                    for a in self.client.list_artifacts(run_id, "images"))
 
     def _log_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict,
-                   description: str = "", tags: dict | None = None, alias: str = "") -> None:
+                   description: str = "", tags: dict | None = None, alias: str = "", alias_rule: dict | None = None,
+                   linked_metrics: dict | None = None) -> None:
         query = f"name = '{registered_name}' and run_id = '{run_id}'"
         if not self.client.search_model_versions(query):  # else registered by this run already (a resumed sweep)
-            self._register_model(run_id, path, name, registered_name, signature)
+            model_id = self._register_model(run_id, path, name, registered_name, signature)
+            if linked_metrics:
+                self._link_metrics(run_id, model_id, **linked_metrics)
         version = max(self.client.search_model_versions(query), key=lambda v: int(v.version)).version
         if description:
             self.client.update_model_version(registered_name, version, description=description)
         for key, value in (tags or {}).items():
             self.client.set_model_version_tag(registered_name, version, key, value)
         if alias:
-            self.client.set_registered_model_alias(registered_name, alias, version)
+            self._move_alias(registered_name, alias, version, tags or {}, alias_rule or {})
 
-    def _register_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict) -> None:
+    def _move_alias(self, registered_name: str, alias: str, version: str, tags: dict, rule: dict) -> None:
+        try:
+            holder = self.client.get_model_version_by_alias(registered_name, alias)
+        except MlflowException:
+            holder = None  # no version holds it yet
+        moves, why = alias_moves(holder, tags, rule)
+        if moves:
+            self.client.set_registered_model_alias(registered_name, alias, version)
+        if why:
+            print(f"MLflow: {registered_name}@{alias} {why}", flush=True)
+            self.client.set_model_version_tag(registered_name, version, f"{alias}_decision", why)
+
+    def _link_metrics(self, run_id: str, model_id: str, step: int, keys: list[str], dataset_name: str,
+                      dataset_digest: str) -> None:
+        """The run's figures at `step` once more, with the model and dataset they belong to. Same key, step,
+        value and timestamp as the run's own: the store keeps one point, so the run's curves do not change."""
+        linked = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, dataset_name=dataset_name,
+                         dataset_digest=dataset_digest)
+                  for key in keys for m in self.client.get_metric_history(run_id, key) if m.step == step]
+        if linked:
+            self.client.log_batch(run_id, metrics=linked)
+
+    def _register_model(self, run_id: str, path: str, name: str, registered_name: str, signature: dict) -> str:
+        """Logs and registers the model; its logged model's id."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -233,14 +288,16 @@ class Writes:
         mlflow.set_tracking_uri(self.tracking_uri)  # the fluent API logs models; it is told where, every time
         with mlflow.start_run(run_id=run_id):
             # pickle: the module as it is (torch.export's pt2 would trace a two-input forward)
-            mlflow.pytorch.log_model(model, name=name, signature=ModelSignature.from_dict(signature),
-                                     registered_model_name=registered_name, serialization_format="pickle",
-                                     # the package the pickle names travels with it: it loads where
-                                     # only torch is installed (MLflow puts code/ on sys.path)
-                                     code_paths=[str(Path(trainables.__file__).parent)],
-                                     # named, not inferred: inference loads the model in a subprocess
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            logged = mlflow.pytorch.log_model(
+                model, name=name, signature=ModelSignature.from_dict(signature),
+                registered_model_name=registered_name, serialization_format="pickle",
+                # the package the pickle names travels with it: it loads where only torch is installed
+                # (MLflow puts code/ on sys.path)
+                code_paths=[str(Path(trainables.__file__).parent)],
+                # named, not inferred: inference loads the model in a subprocess
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self.client.update_run(run_id, status=status)  # start_run / end reopened and closed it: its own status back
+        return logged.model_id
 
     def _find_or_create(self, placeholder: str, experiment_id: str, run_name: str, tags: dict, find: dict,
                         params: dict) -> str:

@@ -66,7 +66,8 @@ def run(context: StageContext) -> GanResult:
     best = best_per_architecture(table)
     for _, row in best.iterrows():
         log_generator(tracker, row.trial_id, row.checkpoint_path, f"medgan-{cfg.data.modality}-{row.arch}",
-                      **champion_record(row, cfg.search.metric, int((table.arch == row.arch).sum()), context.sweep_id))
+                      **champion_record(row, cfg.search.metric, int((table.arch == row.arch).sum()), context.sweep_id,
+                                        tracker.dataset))
     if len(table):  # the parent run says which trial won, and with what
         winner = table.iloc[0]
         tracker.log_sweep_figures({f"best_{cfg.search.metric}": winner[cfg.search.metric]},
@@ -206,24 +207,36 @@ def write_tables(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def champion_record(row: pd.Series, metric: str, trials: int, sweep_id: str) -> dict:
-    """What the registered version says of itself: why it is the champion (its description), and the same
-    as tags to filter on."""
+def champion_record(row: pd.Series, metric: str, trials: int, sweep_id: str, dataset: dict | None) -> dict:
+    """What the registered version says of itself: why it is its sweep's best (its description), the same as
+    tags to filter on, when it becomes the champion (`alias_rule`: the best on the same cohort by the same
+    metric; see `mlflow_writes.alias_moves`), and its validation figures linked to the logged model and the
+    cohort they were measured on."""
     value, floor = row[metric], row.get(f"{metric}_floor")
-    against = f" against a real-vs-real floor of {floor:.4g}" if floor is not None and not pd.isna(floor) else ""
+    has_floor = floor is not None and not pd.isna(floor)
+    against = f" against a real-vs-real floor of {floor:.4g}" if has_floor else ""
+    rule = f"{'highest' if metric_mode(metric) == 'max' else 'lowest'} validation {metric} of {trials} {row.arch} trial(s)"
+    digest = (dataset or {}).get("digest", "none")
     description = (f"The best {row.arch} generator of sweep {sweep_id}: validation {metric} {value:.4g}{against}, "
-                   f"first of {trials} {row.arch} trial(s) by {metric} (trial {row.trial_id}, epoch {int(row.epoch)}). "
-                   f"Alias `champion`: the best of the latest sweep. Sample: mlflow.pytorch.load_model(uri)"
+                   f"the {rule} (trial {row.trial_id}, epoch {int(row.epoch)}), on cohort {digest}. "
+                   f"Alias `champion`: the best version by {metric} on this cohort; a sweep on other data "
+                   f"takes it and says so in the tag `champion_decision`. Sample: mlflow.pytorch.load_model(uri)"
                    f"(noise [N, latent_dim], labels [N]) -> images [N, 1, S, S] in [0, 1].")
     tags = {"sweep_id": sweep_id, "trial_id": row.trial_id, "epoch": str(int(row.epoch)), "metric": metric,
-            metric: f"{value:.6g}", "trials": str(trials)}
-    return {"description": description, "tags": tags, "alias": CHAMPION}
+            metric: f"{value:.6g}", "floor": f"{floor:.6g}" if has_floor else "none", "trials": str(trials),
+            "rule": rule, "dataset_digest": digest}
+    linked = ({"step": int(row.epoch), "keys": [k for k in row.index if k in EVAL_METRICS],
+               "dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else None)
+    return {"description": description, "tags": tags, "alias": CHAMPION,
+            "alias_rule": {"same": ["dataset_digest", "metric"], "value": metric, "mode": metric_mode(metric)},
+            "linked_metrics": linked}
 
 
 def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registered_name: str, description: str = "",
-                  tags: dict | None = None, alias: str = "") -> None:
+                  tags: dict | None = None, alias: str = "", alias_rule: dict | None = None,
+                  linked_metrics: dict | None = None) -> None:
     """A trial's best checkpoint as an MLflow PyTorch model of its run (noise and label in, image out),
-    registered as `registered_name` (with `description`, `tags` and `alias` on its version):
+    registered as `registered_name` (the rest: `Writes.log_model`):
     `mlflow.pytorch.load_model("models:/<name>@champion")` samples from it."""
     with Checkpoint(checkpoint).as_directory() as folder:
         sampler, cfg = load_sampler(Path(folder))
@@ -235,7 +248,7 @@ def log_generator(tracker: SweepTracker, trial_id: str, checkpoint: str, registe
         path = Path(tmp) / "sampler.pt"
         torch.save(sampler, path)
         tracker.writes.log_model(tracker.trial_run(trial_id), path, "generator", registered_name, signature.to_dict(),
-                                 description, tags, alias)
+                                 description, tags, alias, alias_rule, linked_metrics)
 
 
 class GanTrialLogger(ChildRunLogger):

@@ -5,10 +5,13 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from orchestrator import mlflow_writes
@@ -130,3 +133,49 @@ def test_an_image_whose_write_is_made_again_is_kept_once(mlflow_server, tmp_path
     steps = sorted(int(Path(a.path).name.split("+")[2]) for a in client.list_artifacts(run, "images")
                    if a.path.endswith(".png"))
     assert steps == [1, 2]
+
+
+def test_the_champion_moves_to_a_better_version_on_the_same_cohort_and_says_when_the_cohort_changes(
+        mlflow_server, tmp_path, capsys):
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment("champion")
+    writes = Writes(client, tmp_path / "spool")
+    module = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), module)
+    signature = infer_signature(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32)).to_dict()
+    rule = {"same": ["dataset_digest", "metric"], "value": "fid", "mode": "min"}
+
+    def register(fid: float, cohort: str) -> str:
+        run = writes.run(experiment_id, f"fid {fid}", tags={}, find={}, params={})
+        writes.log_batch(run, metrics=[Metric(key, value, 1000 + epoch, epoch)
+                                       for epoch in (1, 2) for key, value in (("fid", fid + 2 - epoch), ("ssim", 0.5))])
+        writes.log_model(run, module, "generator", "medgan-test-cgan", signature, tags={
+            "dataset_digest": cohort, "metric": "fid", "fid": str(fid)}, alias="champion", alias_rule=rule,
+            linked_metrics={"step": 2, "keys": ["fid", "ssim"], "dataset_name": f"cohort-{cohort}",
+                            "dataset_digest": cohort})
+        return run
+
+    def champion():
+        return client.get_model_version_by_alias("medgan-test-cgan", "champion")
+
+    first = register(10.0, "aaaa")
+    assert champion().run_id == first and "champion_decision" not in champion().tags
+    worse = register(12.0, "aaaa")
+    assert champion().run_id == first
+    (version,) = client.search_model_versions(f"name = 'medgan-test-cgan' and run_id = '{worse}'")
+    assert "stays on version 1: its fid 10 on the same data is better than this version's 12" in \
+        version.tags["champion_decision"]
+    better = register(8.0, "aaaa")
+    assert champion().run_id == better
+    other_data = register(50.0, "bbbb")
+    assert champion().run_id == other_data
+    assert "moves from version 3" in champion().tags["champion_decision"] and "dataset_digest aaaa -> bbbb" in \
+        champion().tags["champion_decision"]
+    assert "medgan-test-cgan@champion moves from version 3" in capsys.readouterr().out
+
+    # the logged model carries its figures at the kept step and the dataset they were measured on ...
+    (model,) = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{other_data}'")
+    assert {(m.key, m.value, m.step, m.dataset_name, m.dataset_digest) for m in model.metrics} == {
+        ("fid", 50.0, 2, "cohort-bbbb", "bbbb"), ("ssim", 0.5, 2, "cohort-bbbb", "bbbb")}
+    # ... without a second point in the run's own curves
+    assert [(m.step, m.value) for m in client.get_metric_history(other_data, "fid")] == [(1, 51.0), (2, 50.0)]

@@ -116,15 +116,30 @@ def test_smoke_sweep_records_every_trial_in_mlflow(mlflow_server, tmp_path, caps
         (trial_run,) = [c for c in children if c.data.tags["medgan.trial_id"] == row["trial_id"]]
         # other tests' sweeps register under the same names on this shared server: this sweep's version
         (version,) = client.search_model_versions(f"name = 'medgan-pet-{arch}' and run_id = '{trial_run.info.run_id}'")
-        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}@champion")  # this sweep's is the champion
+        sampler = mlflow.pytorch.load_model(f"models:/medgan-pet-{arch}/{version.version}")
         images = sampler(torch.randn(4, int(parent.data.params["gan.latent_dim"])), torch.tensor([0, 1, 0, 1]))
         assert images.shape == (4, 1, 32, 32) and 0 <= float(images.min()) <= float(images.max()) <= 1
-        # ... and says why: which sweep, trial and epoch, by what figure, of how many trials
+        # ... and says why: which sweep, trial and epoch, by what figure, of how many trials, on which cohort
+        trials = sum(r["arch"] == arch for r in rows)
+        assert version.tags["sweep_id"] == sweep_id and version.tags["trials"] == str(trials)
+        assert version.tags["rule"] == f"highest validation ssim of {trials} {arch} trial(s)"
+        assert f"The best {arch} generator of sweep {sweep_id}: validation ssim" in version.description
+        assert version.tags["dataset_digest"] == parent.inputs.dataset_inputs[0].dataset.digest
+        # the champion: this version, unless an earlier sweep on the same cohort scored better (other tests' sweeps
+        # register under the same names on this shared server), which this version then says
         champion = client.get_model_version_by_alias(f"medgan-pet-{arch}", "champion")
-        assert champion.version == version.version and champion.tags["sweep_id"] == sweep_id
-        assert f"The best {arch} generator of sweep {sweep_id}: validation ssim" in champion.description
-        assert champion.tags["trials"] == str(sum(r["arch"] == arch for r in rows))
-        assert trial_run_id(client, f"models:/medgan-pet-{arch}@champion", None) == trial_run.info.run_id
+        if champion.version != version.version:
+            assert champion.tags["dataset_digest"] == version.tags["dataset_digest"]
+            assert float(champion.tags["ssim"]) > float(version.tags["ssim"])
+            assert f"stays on version {champion.version}" in version.tags["champion_decision"]
+        assert trial_run_id(client, f"models:/medgan-pet-{arch}@champion", None) == champion.run_id
+        assert trial_run_id(client, f"models:/medgan-pet-{arch}/{version.version}", None) == trial_run.info.run_id
+        # the logged model carries the validation figures it was chosen by, and the cohort they were measured on
+        (model,) = client.search_logged_models([parent.info.experiment_id],
+                                               filter_string=f"source_run_id = '{trial_run.info.run_id}'")
+        linked = {m.key: m for m in model.metrics}
+        assert linked["ssim"].value == pytest.approx(float(row["ssim"])) and linked["ssim"].step == int(row["epoch"])
+        assert linked["ssim"].dataset_digest == version.tags["dataset_digest"]
     # ... and the last of them where this package is not installed: the model carries the code its pickle names
     loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_THE_PACKAGE, mlflow_server,
                              f"models:/medgan-pet-{arch}/{version.version}"], cwd=tmp_path, capture_output=True,
