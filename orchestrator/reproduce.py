@@ -2,11 +2,14 @@
 
     python -m orchestrator.reproduce RUN_ID                          # any GAN or classifier trial
     python -m orchestrator.reproduce --best pet                      # the latest pet sweep's best GAN trial
+    python -m orchestrator.reproduce --best pet --arch dcgan         # ... its best dcgan trial
+    python -m orchestrator.reproduce --best pet --arm real-only --classifier resnet   # a classifier trial
     python -m orchestrator.reproduce models:/medgan-pet-cgan@champion  # the trial a registered generator came from
 
 Reads from MLflow the trial's exact config (`trial_config.json`), its thread count, and from
 its sweep's parent run the dataset fingerprint, code version and the sweep record (data
-folder, data settings). Warns when the local data or code differ, re-runs the trial in this
+folder, data settings; `--data` and `--sweep-path` where the sweep ran on another machine; the
+built-in phantom is made again here). Warns when the local data or code differ, re-runs the trial in this
 process without Ray (a GAN trial through `trainables.gan.loop.fit`, a classifier trial through
 `trainables.classify.loop.fit_classifier`), logs a new run tagged as a reproduction of
 RUN_ID, and prints original and reproduced metrics side by side. On CPU, with the same data,
@@ -31,7 +34,8 @@ from orchestrator.data.ingest import ingest
 from orchestrator.data.modalities import MODALITIES
 from orchestrator.stages.gan import BEST_RUN_TAG, GAN_METRICS
 from orchestrator.storage import SweepRecord
-from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, TRIAL_CONFIG, code_version,
+from orchestrator.sweep import phantom_folder, phantom_folder_name
+from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, SWEEP_TAG, TRIAL_CONFIG, code_version,
                                    code_version_as, default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
 from trainables.system import SYSTEM_METRICS
@@ -47,21 +51,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                 "registered generator: models:/medgan-pet-cgan@champion, "
                                                 "models:/medgan-pet-cgan/3")
     which.add_argument("--best", metavar="MODALITY", choices=sorted(MODALITIES),
-                       help="the best GAN trial of the latest sweep of this modality (by its ranking metric)")
+                       help="a trial of the latest sweep of this modality: its best GAN trial (by its ranking "
+                            "metric), of one architecture with --arch, or a classifier trial with --arm")
+    parser.add_argument("--arch", help="with --best: the best GAN trial of this architecture")
+    parser.add_argument("--arm", metavar="ARM_ID", help="with --best: a classifier trial of this arm (its runs' tag "
+                                                       "arm_id, e.g. real-only or synthetic-cgan-db991b24-2x)")
+    parser.add_argument("--classifier", help="with --arm: which classifier (needed when the sweep trained several)")
+    parser.add_argument("--seed", type=int, help="with --arm: which seed (default: the lowest)")
+    parser.add_argument("--data", type=Path, help="the data folder on this machine, where the sweep's is elsewhere")
+    parser.add_argument("--sweep-path", help="the sweep's storage folder or URI (its sweep.json), where the one the "
+                                             "run recorded is not reachable from here")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead (the figures then differ)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.best and (args.arch or args.arm):
+        parser.error("--arch and --arm choose within --best MODALITY")
+    if args.arch and args.arm:
+        parser.error("--arch picks a GAN trial and --arm a classifier trial: give one")
+    return args
 
 
-def trial_run_id(client: MlflowClient, trial: str | None, best: str | None) -> str:
-    """The run id that `trial` or `--best` names; LookupError saying what was not found."""
+def trial_run_id(client: MlflowClient, trial: str | None, best: str | None, arch: str | None = None,
+                 arm: str | None = None, classifier: str | None = None, seed: int | None = None) -> str:
+    """The run id that `trial` or `--best` (with `arch`, or `arm`, `classifier` and `seed`) names; LookupError
+    saying what was not found."""
     if best:
-        experiment = client.get_experiment_by_name(f"medgan-sweep-{best}")
-        sweeps = client.search_runs([experiment.experiment_id], f"tags.`{BEST_RUN_TAG}` != ''",
-                                    order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
-        if not sweeps:
-            raise LookupError(f"no {best} sweep with a ranked GAN trial in this tracking store")
-        return sweeps[0].data.tags[BEST_RUN_TAG]
+        sweep = latest_sweep(client, best)
+        if arm:
+            return arm_run_id(client, sweep, arm, classifier, seed)
+        return best_gan_run_id(client, sweep, best, arch) if arch else sweep.data.tags[BEST_RUN_TAG]
     if trial.startswith("models:/"):
         name, _, version = trial.removeprefix("models:/").partition("/")
         name, _, alias = name.partition("@")
@@ -70,11 +88,52 @@ def trial_run_id(client: MlflowClient, trial: str | None, best: str | None) -> s
     return trial
 
 
+def latest_sweep(client: MlflowClient, modality: str):
+    """The parent run of the latest sweep of `modality` that ranked a GAN trial."""
+    experiment = client.get_experiment_by_name(f"medgan-sweep-{modality}")
+    sweeps = client.search_runs([experiment.experiment_id], f"tags.`{BEST_RUN_TAG}` != ''",
+                                order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+    if not sweeps:
+        raise LookupError(f"no {modality} sweep with a ranked GAN trial in this tracking store")
+    return sweeps[0]
+
+
+def best_gan_run_id(client: MlflowClient, sweep, modality: str, arch: str) -> str:
+    """The run of the sweep's best `arch` trial: the one its stage 1 registered for that architecture."""
+    sweep_id = sweep.data.tags[SWEEP_TAG]
+    versions = [v for v in client.search_model_versions(f"name = 'medgan-{modality}-{arch}'")
+                if v.tags.get("sweep_id") == sweep_id]
+    if not versions:
+        raise LookupError(f"sweep {sweep_id} registered no {arch} generator (medgan-{modality}-{arch})")
+    return versions[0].run_id
+
+
+def arm_run_id(client: MlflowClient, sweep, arm: str, classifier: str | None, seed: int | None) -> str:
+    """The sweep's classifier trial of `arm` (and `classifier`, `seed`: the lowest seed unless given)."""
+    trials = client.search_runs([sweep.info.experiment_id], f"tags.`{PARENT_TAG}` = '{sweep.info.run_id}' and "
+                                                            f"tags.`{STAGE_TAG}` = 'classify'")
+    arms = sorted({t.data.tags.get("arm_id", "") for t in trials})
+    chosen = [t for t in trials if t.data.tags.get("arm_id") == arm]
+    if not chosen:
+        raise LookupError(f"sweep {sweep.data.tags[SWEEP_TAG]} has no classifier trial of arm {arm!r} "
+                          f"(its arms: {', '.join(arms) or 'none'})")
+    classifiers = sorted({t.data.tags["classifier"] for t in chosen})
+    if classifier is None and len(classifiers) > 1:
+        raise LookupError(f"arm {arm!r} was trained with {', '.join(classifiers)}: say which with --classifier")
+    chosen = [t for t in chosen if classifier is None or t.data.tags["classifier"] == classifier]
+    seeds = sorted(int(t.data.tags["seed"]) for t in chosen)
+    if not chosen or (seed is not None and seed not in seeds):
+        raise LookupError(f"arm {arm!r} has no {classifier or ''} trial with seed {seed} "
+                          f"(classifiers: {', '.join(classifiers)}; seeds: {', '.join(map(str, seeds)) or 'none'})")
+    wanted = seeds[0] if seed is None else seed
+    return next(t for t in chosen if int(t.data.tags["seed"]) == wanted).info.run_id
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     client = MlflowClient(args.tracking_uri or default_tracking_uri(Path("runs")))
     try:
-        run_id = trial_run_id(client, args.trial, args.best)
+        run_id = trial_run_id(client, args.trial, args.best, args.arch, args.arm, args.classifier, args.seed)
     except (LookupError, MlflowException) as err:
         print(f"reproduce: {err}", file=sys.stderr)
         return 2
@@ -86,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parent = client.get_run(parent_id)
     with tempfile.TemporaryDirectory() as tmp:
         trial = json.loads(Path(client.download_artifacts(run_id, TRIAL_CONFIG, tmp)).read_text())
-    record = SweepRecord.read(parent.data.tags["sweep_path"])
-    cohort = ingest(record.data_dir, record.config.data, labels_file=record.labels, nodules_file=record.nodules)
+    try:
+        record = SweepRecord.read(args.sweep_path or parent.data.tags["sweep_path"])
+        folder = cohort_folder(record, args.data, parent)
+        cohort = ingest(folder, record.config.data, labels_file=moved(record.labels, record.data_dir, folder),
+                        nodules_file=moved(record.nodules, record.data_dir, folder))
+    except FileNotFoundError as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 2
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
     recorded_version = parent.data.tags.get("git_commit", "")
     warn_if_different("code version", recorded_version, code_version_as(recorded_version))
@@ -104,6 +169,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - started:.0f} s ({threads} torch thread(s)):")
     print(side_by_side(run.data.metrics, reproduced, COMPARED[stage]))
     return 0
+
+
+def cohort_folder(record: SweepRecord, data: Path | None, parent) -> Path:
+    """Where the trial's cohort is on this machine: `data` when given, else the recorded folder, else (for a
+    sweep on the built-in phantom) the phantom made again here; FileNotFoundError naming the dataset it needs."""
+    if data is not None or record.data_dir.is_dir():
+        folder = data if data is not None else record.data_dir
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--data {folder} is not a folder")
+        return folder
+    if record.data_dir.name == phantom_folder_name(record.config):  # the built-in phantom: deterministic
+        return phantom_folder(record.config)
+    dataset = parent.inputs.dataset_inputs[0].dataset if parent.inputs.dataset_inputs else None
+    needs = f"dataset {dataset.name} (digest {dataset.digest})" if dataset else "the sweep's dataset"
+    raise FileNotFoundError(f"the cohort this trial trained on is not on this machine: the sweep read "
+                            f"{record.data_dir}, which is not here. It needs {needs}, fingerprint "
+                            f"{parent.data.tags.get('dataset_fingerprint', 'unknown')}: pass its folder with --data")
+
+
+def moved(path: Path | None, recorded_root: Path, root: Path) -> Path | None:
+    """A labels or nodules file the sweep named inside its data folder, in that folder's place here."""
+    if path is None or path.exists() or not path.is_relative_to(recorded_root):
+        return path
+    return root / path.relative_to(recorded_root)
 
 
 def rerun_gan(trial: dict, data: dict, epochs: int) -> dict:

@@ -110,11 +110,15 @@ def filtered_params(cfg: Config) -> dict:
     return {key: values[key.split(".")[0]][key.split(".")[1]] for key in PARENT_PARAMS}
 
 
+def phantom_folder_name(cfg: Config) -> str:
+    """The phantom cohort's folder name: the settings it is made from."""
+    return f"{cfg.data.modality}-n{cfg.data.phantom_patients}-series{cfg.data.phantom_slices}"
+
+
 def phantom_folder(cfg: Config) -> Path:
     """The phantom cohort for this config, written once under the cache folder."""
     d = cfg.data
-    folder = (Path(d.cache_dir).expanduser() / "phantom" /
-              f"{d.modality}-n{d.phantom_patients}-series{d.phantom_slices}").resolve()
+    folder = (Path(d.cache_dir).expanduser() / "phantom" / phantom_folder_name(cfg)).resolve()
     if not (folder / "nodules.csv").exists():  # written last: its presence means the cohort is complete
         print(f"making the phantom cohort in {folder} (once)")
         write_phantom_cohort(folder, patients=d.phantom_patients, modality=d.modality, slices=d.phantom_slices)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,16 +330,28 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
         assert f"{run.data.metrics['test_roc_auc']:.3f}" in row and run.data.tags["degenerate"] in ("true", "false")
         assert run.info.run_name.startswith(f"{classifier} | {Arm.parse(arm).title} | ")
 
-    # any trial reproduces locally from its record, to the last digit (CPU, same data, code, seed, threads)
+    # any trial reproduces locally from its record, to the last digit (CPU, same data, code, seed, threads), also
+    # with its data somewhere else than where the sweep read it
     _, _, gan_runs = sweep_runs(mlflow_server, tmp_path, stage="gan")
     synthetic_arm = next(r for r in classify_runs if r.data.tags["arm"] == "synthetic")
     (best_gan,) = [r for r in gan_runs if r.info.run_id == parent.data.tags["best_run_id"]]
-    for original, which in ((best_gan, ["--best", "pet"]), (synthetic_arm, [synthetic_arm.info.run_id])):
+    record = json.loads((Path(parent.data.tags["sweep_path"]) / "sweep.json").read_text())
+    moved = shutil.copytree(record["data_dir"], tmp_path / "moved-data")
+    arm = ["--arm", synthetic_arm.data.tags["arm_id"], "--classifier", synthetic_arm.data.tags["classifier"],
+           "--seed", synthetic_arm.data.tags["seed"]]
+    for original, which in ((best_gan, ["--best", "pet", "--data", str(moved)]), (synthetic_arm, ["--best", "pet", *arm])):
         assert reproduce_main([*which, "--tracking-uri", mlflow_server]) == 0
         (copy,) = client.search_runs([original.info.experiment_id],
                                      f"tags.`medgan.reproduces` = '{original.info.run_id}'")
         assert copy.data.metrics and all(original.data.metrics[k] == v for k, v in copy.data.metrics.items()), (
             {k: (original.data.metrics[k], v) for k, v in copy.data.metrics.items()})
+    # where the data is nowhere to be found, the error names the dataset the trial needs
+    elsewhere = tmp_path / "record-from-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "sweep.json").write_text(json.dumps({**record, "data_dir": "/data/on/the/head/pet"}))
+    assert reproduce_main(["--best", "pet", "--sweep-path", str(elsewhere), "--tracking-uri", mlflow_server]) == 2
+    error = capsys.readouterr().err
+    assert "/data/on/the/head/pet" in error and parent.inputs.dataset_inputs[0].dataset.digest in error and "--data" in error
 
 
 @pytest.mark.slow
