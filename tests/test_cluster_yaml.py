@@ -33,6 +33,14 @@ def test_services_listen_on_localhost_only():
     assert "MLFLOW_ARTIFACTS=s3://" in head and "--artifacts-destination $MLFLOW_ARTIFACTS" in head
 
 
+def test_mlflow_records_default_to_sqlite_and_can_live_in_postgresql():
+    config = load()
+    head = "\n".join(config["head_start_ray_commands"])
+    assert "MLFLOW_BACKEND=sqlite:///$HOME/mlflow.db" in head and "--backend-store-uri $MLFLOW_BACKEND" in head
+    assert any("psycopg2-binary" in c for c in config["setup_commands"])  # the driver a postgresql:// URI needs
+    assert "password" not in head.lower() and "MLFLOW_BACKEND=postgresql://" in CLUSTER_YAML.read_text()
+
+
 def test_s3_access_is_an_instance_profile_never_keys():
     text = CLUSTER_YAML.read_text().lower()
     for secret in ("aws_access_key_id", "aws_secret_access_key", "secretaccesskey", "accesskeyid"):
