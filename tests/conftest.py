@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from moto.server import ThreadedMotoServer
 from orchestrator.config import DataConfig, load_config
 from orchestrator.data.ingest import ingest
 from orchestrator.data.phantom import make_patients, write_phantom_cohort
+from sweeps import free_port
 
 PHANTOM_PATIENTS = 12
 PHANTOM_SEED = 7
@@ -82,12 +82,6 @@ def s3(monkeypatch):
     client.create_bucket(Bucket=S3_BUCKET)
     yield client
     server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
