@@ -304,6 +304,7 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                stages: list[str], resume: bool, clock: Stopwatch) -> SweepResult:
     import ray
 
+    from orchestrator.ranking import best_per_architecture
     from orchestrator.report import SweepOutcome, utility_table, verdict, write_report
     from orchestrator.stages import StageContext, classify, gan, synth
     from orchestrator.tracking import SweepTracker, cohort_dataset, runs_page
@@ -355,8 +356,12 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                                   evaluation_note(cfg, arrays))
         for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
+        archs = list(best_per_architecture(searched.table).arch) if searched else []
+        questions = ui_questions("", tracker.experiment_id, tracker.parent_id, cfg, archs, measured is not None)
         tracker.describe_sweep("\n".join(["**Verdict**", "", *(f"- {line}" for line in verdict(outcome)), "",
-                                           f"The report: `{out_dir / 'report.html'}`, and under `report/` here."]))
+                                           f"The report: `{out_dir / 'report.html'}`, and under `report/` here.",
+                                           "", "**In this UI**: " + " · ".join(f"[{q}]({link})"
+                                                                              for q, link in questions)]))
         for s in outcome.sets:  # the grids the Markdown report shows, at the same relative paths
             for grid in sorted(s.folder.glob("*.png")):
                 tracker.log_sweep_file(grid, f"report/synthetic/{s.name}")
@@ -377,6 +382,9 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
         where = (f"`mlflow ui --backend-store-uri {tracking_uri}`, then "
                  + runs_page("http://127.0.0.1:5000", tracker.experiment_id))
     print(f"MLflow:     {tracking_uri}, experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}; the runs: {where}")
+    server = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    for question, link in ui_questions(server, tracker.experiment_id, tracker.parent_id, cfg, archs, measured is not None):
+        print(f"  {question}: {link}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
     if unlogged:
         print(f"MLflow: {unlogged} write(s) could not be made ({tracking_uri} unreachable); they are kept in "
@@ -385,6 +393,27 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
     summary = measured.summary if measured is not None else None
     return SweepResult(sweep_id, bool(searched), out_dir / "report.html", tracker.parent_id,
                        tracking_uri, sweep_path, utility_table(summary) if summary is not None else None)
+
+
+def ui_questions(server: str, experiment_id: str, parent_id: str, cfg: Config, archs: Sequence[str],
+                 classified: bool) -> list[tuple[str, str]]:
+    """The MLflow UI's answers to what a user asks of a sweep, as (question, link) pairs: its GAN trials best
+    first, its arms per classifier by their difference to real only (when stage 3 ran), and the champion of
+    each architecture in `archs`."""
+    from orchestrator.ranking import metric_mode
+    from orchestrator.tracking import PARENT_TAG, STAGE_TAG, registered_model_page, runs_page
+
+    def children(stage: str) -> str:
+        return f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{STAGE_TAG}` = '{stage}'"
+
+    metric = cfg.search.metric
+    links = [(f"GAN trials, best {metric} first",
+              runs_page(server, experiment_id, children("gan"), f"metrics.`{metric}`", metric_mode(metric) == "min"))]
+    if classified:
+        links.append(("each arm per classifier, largest Δ AUC first",
+                      runs_page(server, experiment_id, children("summary"), "metrics.`delta_roc_auc`", False)))
+    return links + [(f"the {arch} champion", registered_model_page(server, f"medgan-{cfg.data.modality}-{arch}"))
+                    for arch in archs]
 
 
 TEST_NOTE = ("Every figure below is on the real test split, which no model or checkpoint selection saw; "

@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -33,10 +34,23 @@ PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 
 
-def runs_page(server: str, experiment_id: str) -> str:
-    """The experiment's runs table in the MLflow UI at `server`. MLflow 3's UI opens in its GenAI mode
-    (traces) whatever the experiment's kind tag says; `workflowType` is the switch to model training."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+def runs_page(server: str, experiment_id: str, search: str = "", order_by: str = "", ascending: bool = True) -> str:
+    """The experiment's runs table in the MLflow UI at `server` ('' for a link inside the UI itself), with only
+    the runs `search` finds (MLflow's search syntax) sorted by `order_by` (e.g. metrics.`fid`) when given.
+    MLflow 3's UI opens in its GenAI mode (traces) whatever the experiment's kind tag says; `workflowType` is
+    the switch to model training. The runs tab reads a filter and an order from its link."""
+    query = {"workflowType": "machine_learning"}
+    if search:
+        query["searchFilter"] = search
+    if order_by:
+        query.update(orderByKey=order_by, orderByAsc=str(ascending).lower())
+    tab = "/runs" if search or order_by else ""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}{tab}?{urlencode(query, quote_via=quote)}"
+
+
+def registered_model_page(server: str, name: str) -> str:
+    """A registered model's versions, their aliases and sources, in the MLflow UI at `server`."""
+    return f"{server.rstrip('/')}/#/models/{quote(name)}"
 
 
 def default_tracking_uri(runs_dir: Path) -> str:

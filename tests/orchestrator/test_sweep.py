@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 import mlflow.pytorch
@@ -21,7 +22,7 @@ from orchestrator.reproduce import main as reproduce_main
 from orchestrator.reproduce import trial_run_id
 from orchestrator.config import load_config
 from orchestrator.sweep import main as sweep_main
-from orchestrator.sweep import PARENT_PARAMS, run_sweep
+from orchestrator.sweep import PARENT_PARAMS, run_sweep, ui_questions
 from orchestrator.tracking import compact, runs_page
 from trainables.classify.arms import Arm
 from browser import rendered_dom, screenshot
@@ -352,6 +353,29 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     assert reproduce_main(["--best", "pet", "--sweep-path", str(elsewhere), "--tracking-uri", mlflow_server]) == 2
     error = capsys.readouterr().err
     assert "/data/on/the/head/pet" in error and parent.inputs.dataset_inputs[0].dataset.digest in error and "--data" in error
+
+    # last, as it skips without chromium: the three questions a user asks of a sweep, answered by the links it
+    # printed, in the MLflow UI. The pages are kept as docs/img/mlflow-*.png when MEDGAN_DOCS_IMAGES names a folder.
+    archs = {r.data.params["arch"] for r in gan_runs}
+    questions = ui_questions(mlflow_server, parent.info.experiment_id, parent.info.run_id, load_config("pet", "smoke"),
+                             sorted(archs), classified=True)
+    assert all(f"  {question}: {link}" in out for question, link in questions)
+    (gan_link, gan_count), (arm_link, arm_count) = ((questions[0][1], len(gan_runs)), (questions[1][1], len(summaries)))
+    for link, count in ((gan_link, gan_count), (arm_link, arm_count)):
+        assert f"<strong>{count}</strong> matching runs" in rendered_dom(link, 1400, wait_ms=20000)
+    # ... and what ticking them all and pressing Compare shows: every setting and figure side by side
+    def compare(runs) -> str:
+        return "{}/#/compare-runs?runs={}&experiments={}".format(
+            mlflow_server, quote(json.dumps([r.info.run_id for r in runs])), quote(json.dumps([parent.info.experiment_id])))
+
+    assert "delta_roc_auc" in rendered_dom(compare(summaries), 1400, wait_ms=20000)
+    champion = client.get_model_version_by_alias("medgan-pet-cgan", "champion")
+    pages = {"mlflow-gan-trials.png": (compare(gan_runs), 1500),
+             "mlflow-arms.png": (compare(summaries), 2200),
+             "mlflow-champion.png": (f"{mlflow_server}/#/models/medgan-pet-cgan/versions/{champion.version}", 1000)}
+    folder = Path(os.environ.get("MEDGAN_DOCS_IMAGES") or tmp_path)
+    for name, (page, height) in pages.items():
+        screenshot(page, 1400, height, folder / name, wait_ms=20000)
 
 
 @pytest.mark.slow
