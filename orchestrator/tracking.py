@@ -200,37 +200,59 @@ def cohort_dataset(arrays: dict, fingerprint: str, modality: str) -> dict:
     """The cohort as the fields of an MLflow dataset: name, digest, schema and a profile of counts per split.
     Counts and shapes only: no patient identifier, not even a pseudonym."""
     import numpy as np
-    from mlflow.data.schema import TensorDatasetSchema
-    from mlflow.types import Schema, TensorSpec
 
     from trainables.cohort import SPLITS
 
     split, patients = np.asarray(arrays["split"]), np.asarray(arrays["patients"])
     size = tuple(arrays["images"].shape[1:])
-    schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *size), "image")]),
-                                 targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
     profile = {name: {"patients": int(len(np.unique(patients[split == code]))), "slices": int((split == code).sum()),
                       "malignant_slices": int(np.asarray(arrays["labels"])[split == code].sum())}
                for code, name in enumerate(SPLITS) if (split == code).any()}
     return {"name": f"{modality}-cohort-{fingerprint[:8]}", "digest": fingerprint[:16], "source_type": "local",
             "source": json.dumps({"uri": f"medgan-cohort://{modality}/{fingerprint}"}),
-            "schema": json.dumps(schema.to_dict()), "profile": json.dumps({"image_px": list(size), **profile})}
+            "schema": _image_schema(size), "profile": json.dumps({"image_px": list(size), **profile})}
+
+
+def split_dataset(cohort: dict, arrays: dict, code: int) -> dict:
+    """One split of the cohort (`cohort`: its `cohort_dataset`) as an MLflow dataset of its own, e.g. the test
+    patients a classifier is scored on: named after the cohort and the split, with a digest of its slices'
+    patient codes and labels and its counts."""
+    import numpy as np
+
+    from trainables.cohort import SPLITS
+
+    where = np.asarray(arrays["split"]) == code
+    patients, labels = np.asarray(arrays["patients"])[where], np.asarray(arrays["labels"], np.int64)[where]
+    digest = hashlib.sha256(np.asarray(patients, str).tobytes() + labels.tobytes()).hexdigest()[:16]
+    name = SPLITS[code]
+    return {"name": f"{cohort['name']}-{name}", "digest": digest, "source_type": "local",
+            "source": json.dumps({"uri": f"{json.loads(cohort['source'])['uri']}/{name}"}),
+            "schema": cohort["schema"], "profile": json.dumps({"patients": int(len(np.unique(patients))),
+                                                               "slices": int(where.sum()),
+                                                               "malignant_slices": int(labels.sum())})}
+
+
+def _image_schema(size: tuple[int, ...]) -> str:
+    """The dataset schema of grey images of `size` with integer labels, as MLflow stores it."""
+    import numpy as np
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.types import Schema, TensorSpec
+
+    schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *size), "image")]),
+                                 targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
+    return json.dumps(schema.to_dict())
 
 
 def synthetic_dataset(name: str, images, labels, sweep_id: str) -> dict:
     """A synthetic set as the fields of an MLflow dataset: its name, a digest of its images and labels, and
     its counts."""
     import numpy as np
-    from mlflow.data.schema import TensorDatasetSchema
-    from mlflow.types import Schema, TensorSpec
 
     images, labels = np.ascontiguousarray(images), np.asarray(labels)
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
-    schema = TensorDatasetSchema(features=Schema([TensorSpec(np.dtype(np.float32), (-1, *images.shape[1:]), "image")]),
-                                 targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "label")]))
     return {"name": name, "digest": digest, "source_type": "local",
             "source": json.dumps({"uri": f"medgan-synthetic://{sweep_id}/{name}"}),
-            "schema": json.dumps(schema.to_dict()),
+            "schema": _image_schema(tuple(images.shape[1:])),
             "profile": json.dumps({"images": int(len(labels)), "malignant": int(labels.sum())})}
 
 

@@ -31,10 +31,11 @@ from orchestrator.plots import plot_confusion, plot_roc
 from orchestrator.report import arm_worth, conclusions, control_works, markdown_table, utility_table
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
-from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, synthetic_dataset
+from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, split_dataset, synthetic_dataset
 from trainables.classify.arms import Arm, oracle_patients
 from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
 from trainables.classify.models import training_memory_bytes
+from trainables.cohort import HELD_OUT, TEST
 from trainables.system import SYSTEM_METRICS
 
 EXPERIMENT = "classify"
@@ -57,8 +58,10 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     cfg, tracker = context.cfg, context.tracker
     refs = {s.name: ray.put(s.as_arrays()) for s in sets}
     datasets = {s.name: synthetic_dataset(s.name, s.images, s.labels, context.sweep_id) for s in sets}
-    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [ClassifierTrialLogger(tracker, datasets)],
-                       resume=context.resume).fit()
+    splits = ({code: split_dataset(tracker.dataset, context.arrays, code) for code in (HELD_OUT, TEST)}
+              if tracker.dataset else {})
+    logger = ClassifierTrialLogger(tracker, datasets, splits)
+    grid = build_tuner(cfg, context.data_ref, refs, context.sweep_path, [logger], resume=context.resume).fit()
     results, failed = results_table(grid), failed_trials(grid)
     if len(failed):
         print(f"stage 3: {len(failed)} classifier trial(s) failed; the report lists them with the reason")
@@ -292,17 +295,21 @@ class ClassifierTrialLogger(ChildRunLogger):
     """Stage 3: validation metrics per epoch; at the end the test figures, confusion matrix and ROC."""
     stage = "classify"
 
-    def __init__(self, tracker: SweepTracker, synthetic: dict[str, dict]):
+    def __init__(self, tracker: SweepTracker, synthetic: dict[str, dict], splits: dict[int, dict]):
         super().__init__(tracker)
         self.synthetic = synthetic  # set name -> its MLflow dataset fields (synthetic_dataset)
+        self.splits = splits  # split code -> that split as an MLflow dataset (split_dataset): held out, test
 
     def inputs(self, trial) -> list[tuple[dict, str]]:
         """What this arm trained on, told apart in the UI's Datasets column: the cohort (when the arm holds
-        real images) and the synthetic set it draws on, each with the arm's `trains_on` as its context."""
+        real images), the synthetic set it draws on and the held-out patients (the oracle), each with the
+        arm's `trains_on` as its context; and the test split it is scored on, as `evaluation`."""
         arm = Arm.parse(trial.config["cell"]["arm_id"])
         cohort = [self.tracker.dataset] if self.tracker.dataset and arm.spec.trains_on_real else []
         drawn = [self.synthetic[arm.set]] if arm.set in self.synthetic else []
-        return [(dataset, arm.trains_on) for dataset in cohort + drawn]
+        held_out = [self.splits[HELD_OUT]] if arm.spec.uses_held_out and HELD_OUT in self.splits else []
+        scored_on = [(self.splits[TEST], "evaluation")] if TEST in self.splits else []
+        return [(dataset, arm.trains_on) for dataset in cohort + drawn + held_out] + scored_on
 
     def run_name(self, trial) -> str:
         """`resnet | synthetic cgan-1a2b 2x | seed 1`: what the run is, readable in the runs table."""

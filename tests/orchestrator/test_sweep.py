@@ -295,12 +295,14 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
         assert run.data.tags["synthetic_set"] == (arm_of_run.set or "none")
         assert run.info.run_name == f"{classifier} | {arm_of_run.title} | seed {run.data.tags['seed']}"
         assert not {"cell.classifier", "cell.arm_id", "seed"} & run.data.params.keys()
-        # what it trained on, as the Datasets column shows it: the cohort and / or the synthetic set, in words
+        # what it trained on, as the Datasets column shows it: the cohort, the synthetic set, the held-out patients,
+        # in words; and the test split it is scored on
         inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
                   for d in run.inputs.dataset_inputs}
         cohort = parent.inputs.dataset_inputs[0].dataset.name
-        assert inputs == {(name, arm_of_run.trains_on) for name in
-                          [cohort] * arm_of_run.spec.trains_on_real + [arm_of_run.set] * bool(arm_of_run.set)}
+        trained_on = ([cohort] * arm_of_run.spec.trains_on_real + [arm_of_run.set] * bool(arm_of_run.set)
+                      + [f"{cohort}-held_out"] * (arm_of_run.kind == "oracle"))
+        assert inputs == {(name, arm_of_run.trains_on) for name in trained_on} | {(f"{cohort}-test", "evaluation")}
         assert run.data.params["epochs"] == "3" and run.data.params["weights"] == "none"  # this classifier's budget
         row = next(line for line in report.splitlines() if line.startswith(f"| {classifier} | {arm} |"))
         # a degenerate trial is a true/false tag with its reason beside it, and named as such in the report

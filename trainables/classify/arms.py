@@ -51,6 +51,7 @@ class ArmKind:
     placed_on_curve: bool = False  # the report says what it is worth in real patients (the oracle's curve)
     augments: bool = False  # flips and small rotations at every training step
     trains_on_real: bool = True  # holds the real training split (every kind but train-synthetic-test-real)
+    uses_held_out: bool = False  # adds real slices of the held-out patients (the oracle)
     # what it trains on, in words (`{ratio}` filled in): MLflow's dataset context on the arm's inputs
     trains_on: str = "training split"
 
@@ -191,7 +192,7 @@ for _kind in (
     ArmKind("permuted", _with_synthetic, uses_set=True, uses_ratio=True, role="negative control",
             colour="tab:purple", trains_on="training split + synthetic {ratio:g}x, labels permuted"),
     ArmKind("oracle", _oracle, uses_set=False, uses_ratio=True, role="positive control", colour="tab:green",
-            trains_on="training split + held-out patients {ratio:g}x"),
+            uses_held_out=True, trains_on="training split + held-out patients {ratio:g}x"),
     # a proxy, not a claim: kept out of the comparison family so it costs the real comparisons no power
     ArmKind("tstr", _synthetic_only, uses_set=True, uses_ratio=False, role="utility proxy", colour="tab:brown",
             compared=False, trains_on_real=False, trains_on="synthetic set only"),
