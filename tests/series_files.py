@@ -32,6 +32,7 @@ class Series:
         self.normal = np.cross(self.row, self.column)
         self.hu = np.full(shape_kji, AIR_HU)
         self.series_uid, self.study_uid = generate_uid(), generate_uid()
+        self.sop_uids: dict[int, str] = {}  # slice index -> SOP Instance UID, once written
 
     def position(self, k: int) -> np.ndarray:
         return self.origin + k * self.spacing[2] * self.normal
@@ -49,22 +50,22 @@ class Series:
     def write(self, folder: Path, patient_id: str = "PAT-1", skip: tuple[int, ...] = ()) -> list[Path]:
         """One file per slice, named and numbered against the slice order (so neither can be trusted)."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for k in range(self.shape[0]):
-            if k in skip:
-                continue
-            ds = _dataset(CT_STORAGE, patient_id, self.study_uid, self.series_uid)
-            ds.InstanceNumber = self.shape[0] - k
-            ds.ImagePositionPatient = [f"{v:.6f}" for v in self.position(k)]
-            ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*self.row, *self.column)]
-            ds.PixelSpacing = [f"{self.spacing[1]:.6f}", f"{self.spacing[0]:.6f}"]
-            ds.SliceThickness = f"{self.spacing[2]:.6f}"
-            ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
-            ds.set_pixel_data(self.stored()[k], "MONOCHROME2", 16)
-            path = folder / f"img_{self.shape[0] - k:03d}.dcm"
-            pydicom.dcmwrite(path, ds, enforce_file_format=True)
-            paths.append(path)
-        return paths
+        return [self.write_slice(folder / f"img_{self.shape[0] - k:03d}.dcm", k, patient_id)
+                for k in range(self.shape[0]) if k not in skip]
+
+    def write_slice(self, path: Path, k: int, patient_id: str = "PAT-1") -> Path:
+        """Slice k as one file with a SOP Instance UID of its own (written twice: a copy of the slice)."""
+        ds = _dataset(CT_STORAGE, patient_id, self.study_uid, self.series_uid)
+        self.sop_uids.setdefault(k, ds.SOPInstanceUID)
+        ds.InstanceNumber = self.shape[0] - k
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in self.position(k)]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*self.row, *self.column)]
+        ds.PixelSpacing = [f"{self.spacing[1]:.6f}", f"{self.spacing[0]:.6f}"]
+        ds.SliceThickness = f"{self.spacing[2]:.6f}"
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        ds.set_pixel_data(self.stored()[k], "MONOCHROME2", 16)
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        return path
 
     def write_enhanced(self, path: Path, patient_id: str = "PAT-1") -> Path:
         """The same series as one enhanced CT file: geometry per frame, rescale shared."""

@@ -62,6 +62,7 @@ def _dicom_volumes(data_dir: Path, files: list[Path], cfg: DataConfig, outcomes:
     for members in group_by_series(images).values():
         try:
             volumes.append(assemble_series(members))
+            outcomes += [Outcome(rel, "rejected", "duplicate_slice", why) for rel, why in volumes[-1].set_aside]
         except SeriesRejected as rejection:
             for rel in sorted({rel for rel, _ in members}):
                 detail = rejection.detail if rel in rejection.files else f"its series was rejected: {rejection.detail}"

@@ -37,6 +37,7 @@ class Volume:
     slice_files: tuple[str, ...]  # per slice: the file it came from (relative to the data folder)
     scale: Scale
     key: str  # what a nodule row names: the Series Instance UID, or the volume file's relative path
+    set_aside: tuple[tuple[str, str], ...] = ()  # (file, why): exact copies of a slice, left out of the volume
 
     @property
     def files(self) -> list[str]:
@@ -76,6 +77,7 @@ def assemble_series(members: list[tuple[str, Image]]) -> Volume:
                              "calibrations (PET: SUV factors); one series should have one", every)
     row, column, normal = slice_axes(frames[0][1].orientation)
     frames.sort(key=lambda rf: float(np.dot(rf[1].position, normal)))
+    frames, copies = _set_aside_copies(frames, normal)
     step = _slice_step(frames, normal)
     _check_not_sheared(frames, row, column)
     first = frames[0][1]
@@ -88,7 +90,22 @@ def assemble_series(members: list[tuple[str, Image]]) -> Volume:
                           direction=tuple(map(tuple, np.stack([row, column, normal], axis=1)))),
         patient_id=patient_ids.pop(), study_uid=members[0][1].study_uid, series_uid=members[0][1].series_uid,
         slice_uids=tuple(f.uid for _, f in frames), slice_files=tuple(rel for rel, _ in frames),
-        scale=scales.pop(), key=members[0][1].series_uid)
+        scale=scales.pop(), key=members[0][1].series_uid, set_aside=tuple(copies))
+
+
+def _set_aside_copies(frames: list[tuple[str, Frame]], normal: np.ndarray) -> tuple[list, list[tuple[str, str]]]:
+    """The frames less exact copies (same position, same pixels: some archives, LIDC-IDRI among them, hold
+    a slice twice), with each copy's file and the slice it copies. Two different slices at one position
+    are left for `_slice_step` to reject."""
+    kept, copies = frames[:1], []
+    for rel, frame in frames[1:]:
+        before_rel, before = kept[-1]
+        same_place = abs(float(np.dot(np.subtract(frame.position, before.position), normal))) < POSITION_TOLERANCE_MM
+        if same_place and np.array_equal(frame.values, before.values):
+            copies.append((rel, f"an exact copy of {before_rel} (same position and pixels): left out of the series"))
+        else:
+            kept.append((rel, frame))
+    return kept, copies
 
 
 def _check_agreement(values: list[tuple[str, tuple]], what: str, reason: str, tolerance: float) -> None:

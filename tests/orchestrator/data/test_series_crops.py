@@ -136,11 +136,22 @@ def test_a_series_with_a_missing_slice_is_rejected_naming_the_files_around_the_g
     assert caught.value.files == ["img_006.dcm", "img_004.dcm"]  # the slices either side of the gap
 
 
+def test_an_exact_copy_of_a_slice_is_set_aside_and_the_series_goes_on(tmp_path, ct_cfg):
+    series = Series()
+    paths = series.write(tmp_path / "s")
+    copy = series.write_slice(tmp_path / "s" / "copy.dcm", 4)  # the same slice again, under a SOP UID of its own
+    volume = _volume([*paths, copy], ct_cfg)
+    assert volume.values.shape[0] == series.shape[0] and "copy.dcm" not in volume.slice_files
+    ((rel, why),) = volume.set_aside
+    assert rel == "copy.dcm" and "exact copy of img_005.dcm" in why
+
+
 def test_a_repeated_position_and_a_stray_orientation_are_rejected(tmp_path, ct_cfg):
     series = Series()
     paths = series.write(tmp_path / "s")
     again = Series()
-    again.series_uid, again.origin = series.series_uid, series.origin  # same series and place: a duplicate
+    again.series_uid, again.origin = series.series_uid, series.origin  # same series and place, other pixels
+    again.paint_ball(again.position(0), 5.0)  # on the slice written below
     extra = again.write(tmp_path / "dup")[:1]
     with pytest.raises(SeriesRejected, match="same position") as caught:
         _volume(paths + extra, ct_cfg)
