@@ -46,6 +46,18 @@ class DataConfig:
     roi_mm: float = 50.0
     pixel_mm: float = 0.0
     slab_mm: float = 2.0
+    # LIDC-IDRI reader annotations (orchestrator/data/lidc.py): a nodule's label is the lidc_label ("median"
+    # or "mean") of the malignancy ratings of the readers who rated it: at most lidc_benign_max benign, at
+    # least lidc_malignant_min malignant, between them indeterminate (left out); fewer than
+    # lidc_min_readers ratings: left out. Readers' marks are one nodule when their centres lie within
+    # lidc_group_mm (or half the larger mark's diameter); an outline finds its slice by SOP Instance UID,
+    # else by z position within lidc_z_tolerance_mm.
+    lidc_label: str = "median"
+    lidc_benign_max: float = 2.0
+    lidc_malignant_min: float = 4.0
+    lidc_min_readers: int = 1
+    lidc_group_mm: float = 5.0
+    lidc_z_tolerance_mm: float = 0.5
     cache_dir: str = "~/.cache/medgan-sweep"
     phantom_patients: int = 80
     phantom_slices: int = 8  # slices in each phantom series (around the nodule's level)
@@ -378,6 +390,11 @@ def _check_stage_settings(config: Config) -> None:
     rungs = config.classify.oracle_rungs
     if any(r <= 0 for r in rungs) or rungs != sorted(set(rungs)):
         raise ConfigError(f"classify.oracle_rungs must be positive and increasing, got {rungs}")
+    d = config.data
+    if d.lidc_label not in ("median", "mean") or not d.lidc_benign_max < d.lidc_malignant_min or d.lidc_min_readers < 1:
+        raise ConfigError(f"data.lidc_label must be median or mean (got {d.lidc_label!r}), data.lidc_benign_max below "
+                          f"data.lidc_malignant_min (got {d.lidc_benign_max}, {d.lidc_malignant_min}) and "
+                          f"data.lidc_min_readers at least 1 (got {d.lidc_min_readers})")
     if not 0 < config.data.train_fraction <= 1:
         raise ConfigError(f"data.train_fraction must lie in (0, 1], got {config.data.train_fraction}")
     if not 0 < config.synth.malignant_fraction < 1:

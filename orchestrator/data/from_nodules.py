@@ -16,6 +16,7 @@ import numpy as np
 from orchestrator.config import DataConfig
 from orchestrator.data.crop import OutsideVolume, nodule_centre, nodule_crops
 from orchestrator.data.dicom import Rejected
+from orchestrator.data.lidc import LabelRule, lidc_nodule_rows
 from orchestrator.data.nodules import NoduleRow
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
 from orchestrator.data.series import SeriesRejected, Volume, assemble_series, group_by_series
@@ -23,8 +24,10 @@ from orchestrator.data.volumes import is_volume_file, metaimage_data_file, read_
 
 
 def read_nodule_crops(data_dir: Path, files: list[Path], rows: list[NoduleRow], cfg: DataConfig,
-                      salt: bytes) -> tuple[list[Outcome], list[Sample], dict]:
-    """Every file's outcome, the crops, and the report's `nodules` and `crops` sections."""
+                      salt: bytes, annotations: dict[str, Path] | None = None) -> tuple[list[Outcome], list[Sample], dict]:
+    """Every file's outcome, the crops, and the report's `nodules` and `crops` sections. The nodules are
+    `rows`, and those of LIDC-IDRI `annotations` (relative path -> file, not among `files`), placed in the
+    series they name once the series are read."""
     outcomes: list[Outcome] = []
     others = [r for r in rows if r.modality and r.modality != cfg.modality]
     rows = [r for r in rows if r not in others]
@@ -34,7 +37,12 @@ def read_nodule_crops(data_dir: Path, files: list[Path], rows: list[NoduleRow], 
     not_dicom = set(volume_files) | set(data_files)
     dicom = [p for p in files if p.relative_to(data_dir).as_posix() not in not_dicom]
     volumes = _dicom_volumes(data_dir, dicom, cfg, outcomes) + _file_volumes(volume_files, rows, outcomes)
+    left_out = []
+    if annotations:
+        read, left_out, annotation_outcomes = lidc_nodule_rows(annotations, volumes, LabelRule.of(cfg))
+        rows, outcomes = rows + read, outcomes + annotation_outcomes
     samples, row_report, used = _crop_rows(volumes, rows, cfg, salt)
+    row_report += left_out
     row_report += [{"row": r.row, "status": "other_modality", "reason": f"a {r.modality} row; this ingest is "
                     f"{cfg.modality}"} for r in others]
     row_report.sort(key=lambda r: r["row"])
@@ -117,7 +125,8 @@ def _crop_rows(volumes: list[Volume], rows: list[NoduleRow], cfg: DataConfig,
                 "centre_mm": np.round(world, 3).tolist(), "centre_voxel": np.round(centre, 3).tolist(),
                 "slice": crop.slice_index, "offset_mm": round(crop.offset_mm, 3),
                 "spacing_mm": [round(float(v), 4) for v in volume.geometry.spacing],
-                "pixel_mm": round(cfg.roi_mm / cfg.size, 4), "padded": round(crop.padded, 4)}))
+                "pixel_mm": round(cfg.roi_mm / cfg.size, 4), "padded": round(crop.padded, 4),
+                **({"readers": row.features} if row.features else {})}))
         report.append({"row": row.row, "status": "used", "crops": len(crops)})
     return samples, report, used
 

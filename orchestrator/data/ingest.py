@@ -7,9 +7,10 @@ name, ID or date of a patient reaches the cache, the report, logs or anything la
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 import json
+import os
+import re
+import secrets
 import time
 from collections import Counter
 from dataclasses import replace
@@ -22,6 +23,7 @@ from orchestrator.data.cache import PREPROCESSING_FIELDS, Cohort, cache_key, ent
 from orchestrator.data.crop import whole_slice
 from orchestrator.data.from_nodules import read_nodule_crops
 from orchestrator.data.labels import LabelTable
+from orchestrator.data.lidc import is_lidc_xml
 from orchestrator.data.nodules import read_nodule_table
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
 from orchestrator.data.split import hold_out_training, split_patients
@@ -37,34 +39,42 @@ def ingest(data_dir: str | Path, cfg: DataConfig, labels_file: str | Path | None
     """Ingest `data_dir` for `cfg.modality`, or return the cached result for the same inputs.
 
     With a nodule table (`nodules_file`, or DATA/nodules.csv) every sample is a crop around a
-    nodule (orchestrator/data/crop.py); without one every slice is a sample, labelled by the
-    label table (`labels_file`, or DATA/labels.csv) or by benign/ and malignant/ folders.
+    nodule (orchestrator/data/crop.py); so with LIDC-IDRI's reader annotations (XML files among the
+    data, or in a folder given as `nodules_file`: orchestrator/data/lidc.py). Without either every
+    slice is a sample, labelled by the label table (`labels_file`, or DATA/labels.csv) or by benign/
+    and malignant/ folders.
     """
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise IngestError(f"{data_dir}: no such folder")
     cache_root = Path(cache_root or cfg.cache_dir).expanduser().resolve()
-    nodules_path = _find_table(data_dir, nodules_file, "nodules.csv", "nodule table")
-    labels_path = None if nodules_path else _find_table(data_dir, labels_file, "labels.csv", "label table")
-    files = _walk(data_dir, exclude={labels_path, nodules_path, data_dir / "labels.csv"})
+    annotation_dir = _annotation_folder(nodules_file)
+    nodules_path = None if annotation_dir else _find_table(data_dir, nodules_file, "nodules.csv", "nodule table")
+    files = _walk(data_dir, exclude={nodules_path, data_dir / "labels.csv"})
+    annotations = {} if nodules_path else _lidc_annotations(data_dir, files, annotation_dir)
+    files = [f for f in files if f not in annotations.values()]
+    labels_path = (None if nodules_path or annotations
+                   else _find_table(data_dir, labels_file, "labels.csv", "label table"))
+    files = [f for f in files if f != labels_path]
     if not files:
         raise IngestError(f"{data_dir}: no files found")
 
-    entry = entry_path(cache_root, cache_key(data_dir, files, [labels_path, nodules_path], cfg))
+    entry = entry_path(cache_root, cache_key(data_dir, files, [labels_path, nodules_path, *annotations.values()], cfg))
     cached = load_cohort(entry)
     if cached is not None:
         return cached
     started = time.perf_counter()
     salt = _id_salt(cache_root)
-    if nodules_path:
-        rows = read_nodule_table(nodules_path)
-        outcomes, samples, nodule_report = read_nodule_crops(data_dir, files, rows, cfg, salt)
-        source = nodules_path.name
+    if nodules_path or annotations:
+        rows = read_nodule_table(nodules_path) if nodules_path else []
+        outcomes, samples, nodule_report = read_nodule_crops(data_dir, files, rows, cfg, salt, annotations)
+        source = nodules_path.name if nodules_path else f"LIDC-IDRI annotations ({len(annotations)} file(s))"
     else:
         table = LabelTable.from_csv(labels_path) if labels_path else LabelTable(source="folders")
         outcomes, samples = _read_whole_slices(data_dir, files, table, cfg)
         nodule_report, source = {"unused_label_rows": table.unused_rows()}, table.source
-    report = _report(data_dir, files, outcomes, source, cfg) | nodule_report
+    report = _report(data_dir, files + list(annotations.values()), outcomes, source, cfg) | nodule_report
+    report = _without_patient_folders(report, {s.patient_id for s in samples}, salt)
     if not samples:
         failed = entry.with_name(entry.name + "-failed_report.json")
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -72,14 +82,14 @@ def ingest(data_dir: str | Path, cfg: DataConfig, labels_file: str | Path | None
         reasons = ", ".join(f"{n} {r}" for r, n in Counter(o.reason for o in outcomes).most_common())
         raise IngestError(f"no usable {cfg.modality.upper()} samples in {data_dir}: {len(files)} file(s) found, "
                           f"none used ({reasons}); every file's reason is in {failed}")
-    tables = [p for p in (labels_path, nodules_path) if p]
+    tables = [p for p in (labels_path, nodules_path, *annotations.values()) if p]
     arrays, meta = _assemble(data_dir, samples, tables, outcomes, cfg, salt)
     report["fingerprint"] = meta["fingerprint"]
     meta["rejected"] = report["rejected_by_reason"]
     meta["unused_label_rows"] = len(report.get("unused_label_rows", []))
     meta["crops"] = report.get("crops")
     meta["ingest_seconds"] = round(time.perf_counter() - started, 3)
-    provenance = [s.provenance for s in samples] if nodules_path else None
+    provenance = [s.provenance for s in samples] if nodules_path or annotations else None
     save_cohort(entry, arrays, meta, report, provenance)
     return replace(load_cohort(entry), from_cache=False)
 
@@ -92,6 +102,36 @@ def _find_table(data_dir: Path, given: str | Path | None, default_name: str, wha
         return path
     default = data_dir / default_name
     return default if default.is_file() else None
+
+
+def _without_patient_folders(report: dict, patient_ids: set[str], salt: bytes) -> dict:
+    """The report with every folder named as a patient's ID (LIDC-IDRI's download names its folders so)
+    named by that patient's pseudonym instead: file paths are how the report points at a file, and must
+    not carry the identifier with them."""
+    text = json.dumps(report)
+    for raw in sorted(patient_ids, key=len, reverse=True):
+        # a path segment: after the start, a slash or a quote, and followed by a slash
+        text = re.sub(rf'(?:^|(?<=[/"\s])){re.escape(json.dumps(raw)[1:-1])}(?=/)', pseudonym(raw, salt), text)
+    return json.loads(text)
+
+
+def _annotation_folder(nodules: str | Path | None) -> Path | None:
+    """`--nodules` naming a folder: LIDC-IDRI annotation files kept apart from the images."""
+    if nodules is None or not Path(nodules).expanduser().is_dir():
+        return None
+    return Path(nodules).expanduser().resolve()
+
+
+def _lidc_annotations(data_dir: Path, files: list[Path], folder: Path | None) -> dict[str, Path]:
+    """The LIDC-IDRI annotation files (relative path -> file): those in `folder` when given, else those among
+    the data's files."""
+    if folder is not None:
+        found = {f"{folder.name}/{p.relative_to(folder).as_posix()}": p for p in _walk(folder, set()) if is_lidc_xml(p)}
+        if not found:
+            raise IngestError(f"{folder}: --nodules names a folder, but it holds no LIDC-IDRI annotation XML "
+                              "(a LidcReadMessage per series); a nodule table is a CSV file")
+        return found
+    return {p.relative_to(data_dir).as_posix(): p for p in files if is_lidc_xml(p)}
 
 
 def _walk(data_dir: Path, exclude: set[Path | None]) -> list[Path]:
@@ -167,7 +207,8 @@ def _content_fingerprint(data_dir: Path, outcomes: list[Outcome], samples: list[
     data gives the same value on any machine, which MLflow records and reproduction compares."""
     digest = hashlib.sha256()
     for rel in sorted(o.file for o in outcomes if o.status == "accepted"):
-        digest.update(rel.encode() + hashlib.sha256((data_dir / rel).read_bytes()).digest())
+        if (data_dir / rel).is_file():  # annotations kept in a folder of their own count among the tables
+            digest.update(rel.encode() + hashlib.sha256((data_dir / rel).read_bytes()).digest())
     for table in tables:
         digest.update(hashlib.sha256(table.read_bytes()).digest())
     digest.update(bytes(s.label for s in samples))

@@ -43,6 +43,7 @@ class NoduleRow:
     patient_id: str
     nodule_id: str
     modality: str  # "" when the table does not say
+    features: dict | None = None  # what readers said of the nodule (LIDC: ratings), kept with its crops
 
 
 def read_nodule_table(path: Path) -> list[NoduleRow]:
