@@ -16,7 +16,7 @@ import numpy as np
 from orchestrator.config import DataConfig
 from orchestrator.data.crop import OutsideVolume, nodule_centre, nodule_crops
 from orchestrator.data.dicom import Rejected
-from orchestrator.data.lidc import LabelRule, lidc_nodule_rows
+from orchestrator.data.lidc import LabelRule, luna16_labels, nodule_rows, read_lidc
 from orchestrator.data.nodules import NoduleRow
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
 from orchestrator.data.series import SeriesRejected, Volume, assemble_series, group_by_series
@@ -37,10 +37,7 @@ def read_nodule_crops(data_dir: Path, files: list[Path], rows: list[NoduleRow], 
     not_dicom = set(volume_files) | set(data_files)
     dicom = [p for p in files if p.relative_to(data_dir).as_posix() not in not_dicom]
     volumes = _dicom_volumes(data_dir, dicom, cfg, outcomes) + _file_volumes(volume_files, rows, outcomes)
-    left_out = []
-    if annotations:
-        read, left_out, annotation_outcomes = lidc_nodule_rows(annotations, volumes, LabelRule.of(cfg))
-        rows, outcomes = rows + read, outcomes + annotation_outcomes
+    rows, left_out = _with_lidc(rows, annotations or {}, volumes, LabelRule.of(cfg), outcomes)
     samples, row_report, used = _crop_rows(volumes, rows, cfg, salt)
     row_report += left_out
     row_report += [{"row": r.row, "status": "other_modality", "reason": f"a {r.modality} row; this ingest is "
@@ -62,6 +59,21 @@ def read_nodule_crops(data_dir: Path, files: list[Path], rows: list[NoduleRow], 
         outcomes.append(Outcome(rel, owner.status if owner else "rejected", owner.reason if owner else "not_dicom",
                                 f"pixel data of {header.name}" + (f": {owner.detail}" if owner and owner.detail else "")))
     return outcomes, samples, {"nodules": row_report, "crops": _crop_summary(samples, row_report, volumes, cfg)}
+
+
+def _with_lidc(rows: list[NoduleRow], annotations: dict[str, Path], volumes: list[Volume], rule: LabelRule,
+               outcomes: list[Outcome]) -> tuple[list[NoduleRow], list[dict]]:
+    """The nodules to crop and the report of those left out: the table's rows when they carry labels (the
+    annotation files then unused), LUNA16's unlabelled rows labelled from the annotations, or, with no
+    table, the annotations' own nodules."""
+    if not annotations:
+        return rows, []
+    if rows and all(r.label is not None for r in rows):
+        outcomes += [Outcome(rel, "rejected", "not_used", "the nodule table labels the nodules") for rel in annotations]
+        return rows, []
+    nodules, unplaced, annotation_outcomes = read_lidc(annotations, volumes, rule)
+    outcomes += annotation_outcomes
+    return luna16_labels(rows, nodules, rule) if rows else nodule_rows(nodules, unplaced, rule)
 
 
 def _dicom_volumes(data_dir: Path, files: list[Path], cfg: DataConfig, outcomes: list[Outcome]) -> list[Volume]:

@@ -51,7 +51,7 @@ def ingest(data_dir: str | Path, cfg: DataConfig, labels_file: str | Path | None
     annotation_dir = _annotation_folder(nodules_file)
     nodules_path = None if annotation_dir else _find_table(data_dir, nodules_file, "nodules.csv", "nodule table")
     files = _walk(data_dir, exclude={nodules_path, data_dir / "labels.csv"})
-    annotations = {} if nodules_path else _lidc_annotations(data_dir, files, annotation_dir)
+    annotations = _lidc_annotations(data_dir, files, annotation_dir)
     files = [f for f in files if f not in annotations.values()]
     labels_path = (None if nodules_path or annotations
                    else _find_table(data_dir, labels_file, "labels.csv", "label table"))
@@ -67,6 +67,10 @@ def ingest(data_dir: str | Path, cfg: DataConfig, labels_file: str | Path | None
     salt = _id_salt(cache_root)
     if nodules_path or annotations:
         rows = read_nodule_table(nodules_path) if nodules_path else []
+        if any(r.label is None for r in rows) and not annotations:
+            raise IngestError(f"{nodules_path}: LUNA16's annotations.csv has no labels; put the LIDC-IDRI reader XML "
+                              f"of the same series inside {data_dir} (any sub-folder) to label its rows from the "
+                              "readers' malignancy ratings, or add a label column")
         outcomes, samples, nodule_report = read_nodule_crops(data_dir, files, rows, cfg, salt, annotations)
         source = nodules_path.name if nodules_path else f"LIDC-IDRI annotations ({len(annotations)} file(s))"
     else:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw
 
 from orchestrator.data.nodules import NoduleRow
 from orchestrator.data.samples import Outcome
+from orchestrator.data.volumes import volume_series_uid
 
 CHARACTERISTICS = ("subtlety", "internalStructure", "calcification", "sphericity", "margin", "lobulation",
                    "spiculation", "texture", "malignancy")
@@ -213,14 +214,13 @@ def label_nodules(nodules: list[LidcNodule], rule: LabelRule) -> None:
         nodule.label, nodule.left_out = rule.label(ratings)
 
 
-def lidc_nodule_rows(annotations: dict[str, Path], volumes: list, rule: LabelRule
-                     ) -> tuple[list[NoduleRow], list[dict], list[Outcome]]:
-    """The labelled nodules of every annotation file (relative path -> path) as nodule rows placed in their
-    series (`volumes`), numbered in file order; a report entry for each nodule left out; each file's
-    outcome."""
-    by_series = {v.series_uid: v for v in volumes if v.series_uid}
-    rows, report, outcomes = [], [], []
-    number = 0
+def read_lidc(annotations: dict[str, Path], volumes: list, rule: LabelRule
+              ) -> tuple[list[LidcNodule], list[str], list[Outcome]]:
+    """Every annotation file (relative path -> path) placed in the series it names among `volumes`: its
+    nodules grouped and labelled, in file order; what could not be placed (a reader's mark on no slice),
+    said by file; each file's outcome."""
+    by_series = {v.series_uid or volume_series_uid(Path(v.key)): v for v in volumes}
+    nodules, unplaced, outcomes = [], [], []
     for rel, path in sorted(annotations.items()):
         try:
             found = read_lidc_xml(path, rel)
@@ -232,34 +232,63 @@ def lidc_nodule_rows(annotations: dict[str, Path], volumes: list, rule: LabelRul
             outcomes.append(Outcome(rel, "rejected", "no_series", "names a series that is not among the accepted "
                                     "ones (missing, or rejected: see its files' reasons)"))
             continue
-        placed, unplaced = [], []
+        placed, missed = [], []
         for mark in found.marks:
             try:
                 placed.append(place_mark(mark, volume, rule.z_tolerance_mm))
             except ValueError as err:
-                unplaced.append(str(err))
-        nodules = group_marks(placed, found.series_uid, rel, rule)
-        label_nodules(nodules, rule)
-        for nodule in nodules:
-            number += 1
-            if nodule.left_out:
-                report.append({"row": number, "status": nodule.left_out, "reason": _why_left_out(nodule, rule)})
-                continue
-            i, j, k = nodule.centre_ijk
-            rows.append(NoduleRow(row=number, label=nodule.label, form="voxel", key_column="series_uid",
-                                  key=found.series_uid, place=(float(k), float(j), float(i)),
-                                  diameter_mm=nodule.diameter_mm, patient_id="", nodule_id="", modality="ct",
-                                  features=nodule.features()))
-        for why in unplaced:
-            number += 1
-            report.append({"row": number, "status": NO_SLICE, "reason": f"a reader's mark in {rel}: {why}"})
-        counts = Counter(n.left_out or "labelled" for n in nodules)
-        detail = (f"{len(found.marks)} reader mark(s) -> {len(nodules)} nodule(s): "
-                  + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
-                  + (f"; {len(unplaced)} mark(s) on no slice" if unplaced else "")
-                  + (f"; {found.non_nodules} non-nodule mark(s) not used" if found.non_nodules else ""))
-        outcomes.append(Outcome(rel, "accepted", detail=detail))
-    return rows, report, outcomes
+                missed.append(f"a reader's mark in {rel}: {err}")
+        found_nodules = group_marks(placed, found.series_uid, rel, rule)
+        label_nodules(found_nodules, rule)
+        nodules += found_nodules
+        unplaced += missed
+        counts = Counter(n.left_out or "labelled" for n in found_nodules)
+        outcomes.append(Outcome(rel, "accepted", detail=(
+            f"{len(found.marks)} reader mark(s) -> {len(found_nodules)} nodule(s): "
+            + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+            + (f"; {len(missed)} mark(s) on no slice" if missed else "")
+            + (f"; {found.non_nodules} non-nodule mark(s) not used" if found.non_nodules else ""))))
+    return nodules, unplaced, outcomes
+
+
+def nodule_rows(nodules: list[LidcNodule], unplaced: list[str], rule: LabelRule) -> tuple[list[NoduleRow], list[dict]]:
+    """The labelled nodules as nodule rows (numbered in order), and a report entry for each nodule left out
+    and each mark that found no slice."""
+    rows, report = [], []
+    for number, nodule in enumerate(nodules, start=1):
+        if nodule.left_out:
+            report.append({"row": number, "status": nodule.left_out, "reason": _why_left_out(nodule, rule)})
+            continue
+        i, j, k = nodule.centre_ijk
+        rows.append(NoduleRow(row=number, label=nodule.label, form="voxel", key_column="series_uid",
+                              key=nodule.series_uid, place=(float(k), float(j), float(i)),
+                              diameter_mm=nodule.diameter_mm, patient_id="", nodule_id="", modality="ct",
+                              features=nodule.features()))
+    report += [{"row": len(nodules) + n, "status": NO_SLICE, "reason": why} for n, why in enumerate(unplaced, 1)]
+    return rows, report
+
+
+def luna16_labels(rows: list[NoduleRow], nodules: list[LidcNodule], rule: LabelRule
+                  ) -> tuple[list[NoduleRow], list[dict]]:
+    """LUNA16's annotations.csv (world centres, no labels) labelled by the LIDC-IDRI nodule each row lies
+    on: the nearest in its series within `group_mm` (or half the larger diameter). A row whose nodule the
+    rule leaves out, or that no reader marked, is reported instead."""
+    labelled, report = [], []
+    for row in rows:
+        if row.label is not None:
+            labelled.append(row)
+            continue
+        near = sorted(((float(np.linalg.norm(n.centre_mm - np.asarray(row.place))), n)
+                       for n in nodules if n.series_uid == row.key and row.form == "world"), key=lambda dn: dn[0])
+        reach = [n for d, n in near if d <= max(rule.group_mm, max(n.diameter_mm, row.diameter_mm or 0) / 2)]
+        if not reach:
+            report.append({"row": row.row, "status": "no_lidc_nodule", "reason": "no LIDC-IDRI reader's nodule "
+                           f"lies within {rule.group_mm:g} mm (or half its diameter) of this row in its series"})
+        elif reach[0].left_out:
+            report.append({"row": row.row, "status": reach[0].left_out, "reason": _why_left_out(reach[0], rule)})
+        else:
+            labelled.append(replace(row, label=reach[0].label, features=reach[0].features()))
+    return labelled, report
 
 
 def _why_left_out(nodule: LidcNodule, rule: LabelRule) -> str:
@@ -316,7 +345,7 @@ def _rois_by_slice(mark: Mark, volume, z_tolerance_mm: float) -> dict[int, list[
     slice_z = np.array([volume.geometry.to_world((0, 0, k))[2] for k in range(volume.values.shape[0])])
     by_slice: dict[int, list[Roi]] = {}
     for roi in mark.rois:
-        if roi.sop_uid in volume.slice_uids:
+        if roi.sop_uid and roi.sop_uid in volume.slice_uids:
             k = volume.slice_uids.index(roi.sop_uid)
         else:
             k = int(np.argmin(np.abs(slice_z - roi.z))) if not math.isnan(roi.z) else -1

@@ -34,7 +34,7 @@ class NoduleTableError(LabelError):
 @dataclass(frozen=True)
 class NoduleRow:
     row: int  # CSV row number: the nodule's provenance
-    label: int
+    label: int | None  # None: LUNA16's annotations.csv, labelled later from LIDC-IDRI's reader annotations
     form: str  # "world" | "voxel" | "box"
     key_column: str  # which column names the image: series_uid, file or sop_uid
     key: str
@@ -47,12 +47,21 @@ class NoduleRow:
 
 
 def read_nodule_table(path: Path) -> list[NoduleRow]:
+    """The table's rows. A table without a `label` column is LUNA16's annotations.csv (world centres by
+    series): its rows have label None, for LIDC-IDRI's reader annotations to label (orchestrator.data.lidc)."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or "label" not in {_column(c) for c in reader.fieldnames}:
-            raise NoduleTableError(f"{path}: needs a 'label' column (benign / malignant / 0 / 1); "
-                                   f"LUNA16's annotations.csv must first be joined with labels")
-        rows = [_parse_row(path, n, {_column(k): (v or "").strip() for k, v in row.items() if k})
+        columns = {_column(c) for c in reader.fieldnames or []}
+        labelled = "label" in columns
+        if not labelled and "class" in columns and set(FORMS["world"]) <= columns:
+            raise NoduleTableError(f"{path}: this is LUNA16's candidates.csv, candidate locations for detection "
+                                   "(class 1: near a nodule), not a nodule table; give LUNA16's annotations.csv with "
+                                   "the LIDC-IDRI XML of the same series in the data folder, or a table with labels")
+        if not labelled and not {"series_uid", *FORMS["world"]} <= columns:
+            raise NoduleTableError(f"{path}: needs a 'label' column (benign / malignant / 0 / 1), or to be LUNA16's "
+                                   "annotations.csv (seriesuid, coordX, coordY, coordZ) with the LIDC-IDRI XML of the "
+                                   "same series in the data folder to label it")
+        rows = [_parse_row(path, n, {_column(k): (v or "").strip() for k, v in row.items() if k}, labelled)
                 for n, row in enumerate(reader, start=2)]
     if not rows:
         raise NoduleTableError(f"{path}: no nodule rows")
@@ -64,10 +73,10 @@ def _column(name: str) -> str:
     return ALIASES.get(name.lower(), name.lower())
 
 
-def _parse_row(path: Path, n: int, row: dict[str, str]) -> NoduleRow:
+def _parse_row(path: Path, n: int, row: dict[str, str], labelled: bool = True) -> NoduleRow:
     where = f"{path} row {n}"
-    label = parse_label(row.get("label", ""))
-    if label is None:
+    label = parse_label(row.get("label", "")) if labelled else None
+    if labelled and label is None:
         raise NoduleTableError(f"{where}: label {row.get('label')!r} is not benign / malignant / 0 / 1")
     forms = [form for form, columns in FORMS.items() if all(row.get(c) for c in columns)]
     if len(forms) != 1:

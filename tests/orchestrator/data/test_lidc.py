@@ -130,3 +130,62 @@ def test_a_patients_nodules_share_one_split_and_no_identifier_leaves_ingest(coho
         if path.is_file():
             text = path.read_bytes().decode("latin-1")
             assert "LIDC-IDRI-000" not in text and "TEST^PATIENT" not in text, path
+
+
+def test_luna16_annotations_take_their_labels_from_the_lidc_readers_of_the_same_series(tmp_path):
+    """LUNA16: <seriesuid>.mhd volumes and annotations.csv (centres, no labels), with LIDC-IDRI's XML of the same
+    series in a sub-folder: each row labelled by the readers' nodule it lies on, without a hand-made join."""
+    import SimpleITK as sitk
+    from orchestrator.config import load_config
+
+    data = tmp_path / "luna16"
+    lines = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    for p in range(6):
+        series = patient_series((-110.0 + p, -90.0, -250.0 - 3 * p))
+        series.sop_uids = dict.fromkeys(range(series.shape[0]), "")  # a volume file: slices are known by z only
+        nodule, unsure = at(series, 30, 35, 6), at(series, 60, 60, 7)
+        series.paint_ball(nodule, 4.5, NODULE_HU)
+        series.paint_ball(unsure, 4.0, NODULE_HU)
+        image = sitk.GetImageFromArray(series.hu.astype(np.int16))
+        image.SetOrigin(tuple(series.origin))
+        image.SetSpacing(tuple(series.spacing))
+        image.SetDirection(np.stack([series.row, series.column, series.normal], axis=1).ravel().tolist())
+        uid = f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{p}"
+        series.series_uid = uid
+        (data / "subset0").mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(data / "subset0" / f"{uid}.mhd"))
+        marks = [ReaderMark(nodule, 4.5, 5 if p < 3 else 1, by_z_only=True),
+                 ReaderMark(unsure, 4.0, 3, by_z_only=True)]
+        write_lidc_xml(data / "tcia-lidc-xml" / f"{p}.xml", series, [marks] * 3, seed=p)
+        lines += [f"{uid},{nodule[0] + 0.4},{nodule[1] - 0.3},{nodule[2]},9.0", f"{uid},{unsure[0]},{unsure[1]},{unsure[2]},8.0"]
+        if p == 1:
+            lines.append(f"{uid},{series.origin[0] + 10},{series.origin[1] + 70},{nodule[2]},6.0")  # no reader marked it
+    (data / "annotations.csv").write_text("\n".join(lines) + "\n")
+    cfg = replace(load_config("ct", "smoke").data, size=64, cache_dir=str(tmp_path / "cache"))
+    cohort = ingest(data, cfg, nodules_file=data / "annotations.csv")
+    report = json.loads((cohort.path / "ingest_report.json").read_text())
+    assert report["crops"]["nodule_rows"] == {"used": 6, "indeterminate": 6, "no_lidc_nodule": 1}
+    crops = json.loads((cohort.path / "crops.json").read_text())
+    label_of_row = {crop["nodule_row"]: int(label) for crop, label in zip(crops, cohort.as_arrays()["labels"])}
+    assert label_of_row == {2 + 2 * p + (p > 1): int(p < 3) for p in range(6)}  # each row's series' readers
+    assert all(crop["readers"]["readers"] == 3 for crop in crops)
+
+
+@pytest.mark.slow
+def test_a_smoke_sweep_runs_end_to_end_on_a_lidc_download(download, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep import main as sweep_main
+
+    args = ["ct", "--data", str(download["root"]), "--preset", "smoke", "--stages", "gan", "--tracking-uri",
+            mlflow_server, "--runs-dir", str(tmp_path / "runs"), "--storage", str(tmp_path / "tune"),
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "search.num_samples=1", "--set", "gan.epochs=1",
+            "--set", "search.grace_epochs=1"]
+    assert sweep_main(args) == 0
+    client = MlflowClient(mlflow_server)
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("medgan-sweep-ct").experiment_id])
+                 if r.data.tags.get("sweep_path", "").startswith(str(tmp_path))]
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_run_id"]
+    summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "data/crops_summary.json",
+                                                        str(tmp_path / "dl"))).read_text())
+    assert summary["nodule_rows"]["used"] == 8

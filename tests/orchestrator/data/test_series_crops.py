@@ -188,7 +188,8 @@ def test_luna16_column_names_are_read_as_they_are(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("series_uid,coord_x,coord_y,coord_z\n1.2,1,2,3\n", "needs a 'label' column"),
+    ("series_uid,slice,row,col\n1.2,1,2,3\n", "needs a 'label' column"),
+    ("seriesuid,coordX,coordY,coordZ,class\n1.2,1,2,3,0\n", "LUNA16's candidates.csv"),
     ("series_uid,coord_x,coord_y,label\n1.2,1,2,benign\n", "exactly one form"),
     ("coord_x,coord_y,coord_z,label\n1,2,3,benign\n", "needs one of"),
     ("series_uid,coord_x,coord_y,coord_z,label\n1.2,1,2,3,maybe\n", "row 2: label 'maybe'"),
