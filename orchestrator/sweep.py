@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("modality", choices=list(MODALITIES), help="which images to use")
     parser.add_argument("--data", type=Path, help="folder of DICOM series, volumes or slices (default: the built-in "
                         "phantom cohort, made once)")
-    parser.add_argument("--nodules", type=Path, help="nodule table CSV: crops around each nodule (default "
-                        "DATA/nodules.csv when present)")
+    parser.add_argument("--nodules", type=Path, help="nodule table CSV, or a folder of LIDC-IDRI reader XML: crops around each "
+                        "nodule (default DATA/nodules.csv when present, else LIDC-IDRI XML found under DATA)")
     parser.add_argument("--labels", type=Path, help="label CSV for whole-slice input, without a nodule table "
                         "(default DATA/labels.csv or benign/ malignant/ folders)")
     parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
