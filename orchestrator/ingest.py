@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                     "label, split by patient and cache the result. Prints a summary; every file's and nodule "
                     "row's outcome goes to ingest_report.json in the cache entry.")
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    parser.add_argument("--nodules", type=Path, help="nodule table CSV, or a folder of LIDC-IDRI reader XML (default: DATA_DIR/nodules.csv if "
-                        "present, else LIDC-IDRI XML found under DATA_DIR)")
+    parser.add_argument("--nodules", type=Path, help="nodule table CSV, or a folder of LIDC-IDRI reader XML "
+                        "(default: DATA_DIR/nodules.csv if present, else LIDC-IDRI XML found under DATA_DIR)")
     parser.add_argument("--labels", type=Path, help="label CSV for whole slices, without a nodule table (default: "
                         "DATA_DIR/labels.csv if present, else benign/ and malignant/ folders)")
     parser.add_argument("--modality", choices=list(MODALITIES), default="pet", help="default pet")

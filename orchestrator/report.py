@@ -237,8 +237,9 @@ def gan_findings(outcome: SweepOutcome) -> list[str]:
             text += (f"; MS-SSIM diversity {row['ms_ssim']:.3f} against {row['ms_ssim_floor']:.3f} for real slices "
                      "(higher: less diverse)")
         if "recall_floor" in row:
-            text += (f"; precision {row['precision']:.2f} and recall {row['recall']:.2f} against {row['precision_floor']:.2f} "
-                     f"and {row['recall_floor']:.2f} for real slices (precision: realistic; recall: covers the data)")
+            text += (f"; precision {row['precision']:.2f} and recall {row['recall']:.2f} against "
+                     f"{row['precision_floor']:.2f} and {row['recall_floor']:.2f} for real slices (precision: "
+                     "realistic; recall: covers the data)")
         lines.append(text + f"; validation SSIM {row['ssim']:.3f}.")
     statuses = pd.Series([c["status"] for c in outcome.curves]).value_counts()
     if len(statuses):

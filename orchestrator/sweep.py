@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("modality", choices=list(MODALITIES), help="which images to use")
     parser.add_argument("--data", type=Path, help="folder of DICOM series, volumes or slices (default: the built-in "
                         "phantom cohort, made once)")
-    parser.add_argument("--nodules", type=Path, help="nodule table CSV, or a folder of LIDC-IDRI reader XML: crops around each "
-                        "nodule (default DATA/nodules.csv when present, else LIDC-IDRI XML found under DATA)")
+    parser.add_argument("--nodules", type=Path, help="nodule table CSV, or a folder of LIDC-IDRI reader XML: crops "
+                        "around each nodule (default DATA/nodules.csv when present, else LIDC-IDRI XML under DATA)")
     parser.add_argument("--labels", type=Path, help="label CSV for whole-slice input, without a nodule table "
                         "(default DATA/labels.csv or benign/ malignant/ folders)")
     parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
@@ -383,7 +383,8 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                  + runs_page("http://127.0.0.1:5000", tracker.experiment_id))
     print(f"MLflow:     {tracking_uri}, experiment medgan-sweep-{cfg.data.modality}, run {sweep_id}; the runs: {where}")
     server = tracking_uri if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
-    for question, link in ui_questions(server, tracker.experiment_id, tracker.parent_id, cfg, archs, measured is not None):
+    for question, link in ui_questions(server, tracker.experiment_id, tracker.parent_id, cfg, archs,
+                                       measured is not None):
         print(f"  {question}: {link}")
     print(f"checkpoints and Tune state: {sweep_path} (continue an interrupted sweep with --resume)")
     if unlogged:

@@ -24,7 +24,8 @@ from orchestrator.data.volumes import is_volume_file, metaimage_data_file, read_
 
 
 def read_nodule_crops(data_dir: Path, files: list[Path], rows: list[NoduleRow], cfg: DataConfig,
-                      salt: bytes, annotations: dict[str, Path] | None = None) -> tuple[list[Outcome], list[Sample], dict]:
+                      salt: bytes, annotations: dict[str, Path] | None = None
+                      ) -> tuple[list[Outcome], list[Sample], dict]:
     """Every file's outcome, the crops, and the report's `nodules` and `crops` sections. The nodules are
     `rows`, and those of LIDC-IDRI `annotations` (relative path -> file, not among `files`), placed in the
     series they name once the series are read."""

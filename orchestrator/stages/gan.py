@@ -215,7 +215,8 @@ def champion_record(row: pd.Series, metric: str, trials: int, sweep_id: str, dat
     value, floor = row[metric], row.get(f"{metric}_floor")
     has_floor = floor is not None and not pd.isna(floor)
     against = f" against a real-vs-real floor of {floor:.4g}" if has_floor else ""
-    rule = f"{'highest' if metric_mode(metric) == 'max' else 'lowest'} validation {metric} of {trials} {row.arch} trial(s)"
+    best = "highest" if metric_mode(metric) == "max" else "lowest"
+    rule = f"{best} validation {metric} of {trials} {row.arch} trial(s)"
     digest = (dataset or {}).get("digest", "none")
     description = (f"The best {row.arch} generator of sweep {sweep_id}: validation {metric} {value:.4g}{against}, "
                    f"the {rule} (trial {row.trial_id}, epoch {int(row.epoch)}), on cohort {digest}. "

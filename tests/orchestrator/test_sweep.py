@@ -342,7 +342,8 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     moved = shutil.copytree(record["data_dir"], tmp_path / "moved-data")
     arm = ["--arm", synthetic_arm.data.tags["arm_id"], "--classifier", synthetic_arm.data.tags["classifier"],
            "--seed", synthetic_arm.data.tags["seed"]]
-    for original, which in ((best_gan, ["--best", "pet", "--data", str(moved)]), (synthetic_arm, ["--best", "pet", *arm])):
+    for original, which in ((best_gan, ["--best", "pet", "--data", str(moved)]),
+                            (synthetic_arm, ["--best", "pet", *arm])):
         assert reproduce_main([*which, "--tracking-uri", mlflow_server]) == 0
         (copy,) = client.search_runs([original.info.experiment_id],
                                      f"tags.`medgan.reproduces` = '{original.info.run_id}'")
@@ -354,7 +355,8 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     (elsewhere / "sweep.json").write_text(json.dumps({**record, "data_dir": "/data/on/the/head/pet"}))
     assert reproduce_main(["--best", "pet", "--sweep-path", str(elsewhere), "--tracking-uri", mlflow_server]) == 2
     error = capsys.readouterr().err
-    assert "/data/on/the/head/pet" in error and parent.inputs.dataset_inputs[0].dataset.digest in error and "--data" in error
+    assert "/data/on/the/head/pet" in error and "--data" in error
+    assert parent.inputs.dataset_inputs[0].dataset.digest in error
 
     # last, as it skips without chromium: the three questions a user asks of a sweep, answered by the links it
     # printed, in the MLflow UI. The pages are kept as docs/img/mlflow-*.png when MEDGAN_DOCS_IMAGES names a folder.
@@ -368,7 +370,8 @@ def test_all_three_stages_end_in_a_report_whose_numbers_are_in_mlflow(mlflow_ser
     # ... and what ticking them all and pressing Compare shows: every setting and figure side by side
     def compare(runs) -> str:
         return "{}/#/compare-runs?runs={}&experiments={}".format(
-            mlflow_server, quote(json.dumps([r.info.run_id for r in runs])), quote(json.dumps([parent.info.experiment_id])))
+            mlflow_server, quote(json.dumps([r.info.run_id for r in runs])),
+            quote(json.dumps([parent.info.experiment_id])))
 
     assert "delta_roc_auc" in rendered_dom(compare(summaries), 1400, wait_ms=20000)
     champion = client.get_model_version_by_alias("medgan-pet-cgan", "champion")

@@ -157,9 +157,11 @@ def test_luna16_annotations_take_their_labels_from_the_lidc_readers_of_the_same_
         marks = [ReaderMark(nodule, 4.5, 5 if p < 3 else 1, by_z_only=True),
                  ReaderMark(unsure, 4.0, 3, by_z_only=True)]
         write_lidc_xml(data / "tcia-lidc-xml" / f"{p}.xml", series, [marks] * 3, seed=p)
-        lines += [f"{uid},{nodule[0] + 0.4},{nodule[1] - 0.3},{nodule[2]},9.0", f"{uid},{unsure[0]},{unsure[1]},{unsure[2]},8.0"]
+        lines += [f"{uid},{nodule[0] + 0.4},{nodule[1] - 0.3},{nodule[2]},9.0",
+                  f"{uid},{unsure[0]},{unsure[1]},{unsure[2]},8.0"]
         if p == 1:
-            lines.append(f"{uid},{series.origin[0] + 10},{series.origin[1] + 70},{nodule[2]},6.0")  # no reader marked it
+            # a row no reader marked
+            lines.append(f"{uid},{series.origin[0] + 10},{series.origin[1] + 70},{nodule[2]},6.0")
     (data / "annotations.csv").write_text("\n".join(lines) + "\n")
     cfg = replace(load_config("ct", "smoke").data, size=64, cache_dir=str(tmp_path / "cache"))
     cohort = ingest(data, cfg, nodules_file=data / "annotations.csv")
