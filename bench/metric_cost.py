@@ -6,6 +6,12 @@ seconds per 1,000 images. The baseline in the same run: a training epoch of 1,00
 the smoke preset's width (the full preset's width and 256 px need a GPU), and from the two the
 share of a trial that evaluating `eval_images` images every `eval_every` epochs takes at the
 smoke and full presets' settings.
+
+Then the distances computed on the features, per evaluation: the Fréchet distance of 2048-d features
+as `trainables.metrics.frechet_distance` computes it (an SVD in the samples' space), against
+torchmetrics' FrechetInceptionDistance on the same features (eigenvalues of a 2048 x 2048 product:
+the baseline), at the sizes of a pooled and a per-label FID; and precision / recall / density /
+coverage.
 """
 from __future__ import annotations
 
@@ -15,7 +21,10 @@ import time
 import torch
 
 from orchestrator.config import load_config
-from trainables.metrics import extract_features, load_fid_extractor, ms_ssim_diversity, paired_similarity
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from trainables.metrics import (extract_features, frechet_distance, load_fid_extractor, ms_ssim_diversity,
+                                paired_similarity, prdc)
 
 from bench.common import Section
 from bench.gan_step import random_cohort
@@ -54,12 +63,53 @@ def measure(quick: bool) -> Section:
             eval_s = per_image * gan.eval_images
             shares[f"evaluation share of a trial, {preset} preset ({gan.eval_images} images every "
                    f"{gan.eval_every} epoch(s) of 1,000 images), {size} px"] = eval_s / (eval_s + gan.eval_every * epoch_s)
+    distances, speedups = distance_costs(extractor.num_features)
     return Section(
         title="4. Metric cost (seconds per 1,000 images; evaluation's share of a trial)",
         method=__doc__.split("\n\n", 2)[1].strip() + f"\n\n{images} random images per metric, device {device}, "
                f"{torch.get_num_threads()} torch threads.",
-        rows=rows, ratios=shares,
+        rows=rows, ratios=shares | speedups, tables={"Distances on the features (s each)": distances},
         notes=["aim: evaluation under 10 % of a trial at the default (full preset) eval_every"])
+
+
+def distance_costs(dim: int) -> tuple[list[dict], dict[str, float]]:
+    """Seconds per Fréchet distance (ours and torchmetrics') and per PRDC, on random features."""
+    rows, speedups = [], {}
+    for n in (32, 256):  # a per-label FID at the laptop preset's eval_images; a pooled one at the full preset's
+        gen = torch.Generator().manual_seed(n)
+        fake, real = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen) + 0.1
+
+        def torchmetrics_fid() -> float:
+            fid = FrechetInceptionDistance(feature=_Passthrough(dim))
+            fid.update(real, real=True)
+            fid.update(fake, real=False)
+            return float(fid.compute())
+
+        ours, baseline = seconds(lambda: frechet_distance(fake, real)), seconds(torchmetrics_fid)
+        rows += [{"features": f"{n} vs {n}, {dim}-d", "what": "Fréchet distance, samples-space SVD", "s": ours},
+                 {"features": f"{n} vs {n}, {dim}-d", "what": "Fréchet distance, torchmetrics (baseline)",
+                  "s": baseline},
+                 {"features": f"{n} vs {n}, {dim}-d", "what": "precision / recall / density / coverage",
+                  "s": seconds(lambda: prdc(fake, real))}]
+        speedups[f"Fréchet distance, torchmetrics / ours, {n} vs {n} features"] = baseline / ours
+    return rows, speedups
+
+
+def seconds(fn, repeats: int = 3) -> float:
+    fn()  # warm up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - started) / repeats
+
+
+class _Passthrough(torch.nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x):
+        return x
 
 
 def training_epoch_seconds(size: int, images: int) -> float:

@@ -37,7 +37,6 @@ from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
 )
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from trainables.cohort import LABEL_NAMES
@@ -387,12 +386,20 @@ class _Precomputed(nn.Module):
 
 
 def frechet_distance(fake_features: torch.Tensor, real_features: torch.Tensor) -> float:
-    """The Fréchet distance between two feature sets (FID when the features are the TF-FID Inception's)."""
-    fid = FrechetInceptionDistance(feature=_Precomputed(real_features.shape[1]), sync_on_compute=False)  # see above
-    fid = fid.to(fake_features.device)
-    fid.update(real_features, real=True)
-    fid.update(fake_features, real=False)
-    return float(fid.compute())
+    """The Fréchet distance between two feature sets (FID when the features are the TF-FID Inception's):
+    |mu_f - mu_r|^2 + tr S_f + tr S_r - 2 tr sqrt(S_f S_r), with unbiased sample covariances.
+
+    Computed in the samples' space, exactly: with S_f = F'F and S_r = R'R (F, R the centred features
+    over sqrt(n - 1)), the eigenvalues of S_f S_r are the squared singular values of F R', so
+    tr sqrt(S_f S_r) is the sum of those singular values. An n_f x n_r SVD in float64 instead of the
+    eigenvalues of a d x d product (d = 2048): milliseconds, not seconds, at evaluation sizes.
+    """
+    fake, real = fake_features.double(), real_features.double()
+    mu_fake, mu_real = fake.mean(0), real.mean(0)
+    f = (fake - mu_fake) / math.sqrt(len(fake) - 1)
+    r = (real - mu_real) / math.sqrt(len(real) - 1)
+    trace_sqrt = torch.linalg.svdvals(f @ r.T).sum()
+    return float(((mu_fake - mu_real) ** 2).sum() + (f * f).sum() + (r * r).sum() - 2 * trace_sqrt)
 
 
 def fid_per_label(fake_features: torch.Tensor, fake_labels: torch.Tensor, real_features: torch.Tensor,

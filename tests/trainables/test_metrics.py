@@ -237,6 +237,28 @@ def test_extractor_plugs_into_torchmetrics_and_matches_fid_kid(extractor):
     assert ours["fid_weights_sha256"] == FID_HELPER_SHA256
 
 
+@pytest.mark.parametrize("n_fake, n_real, dim", [(20, 30, 64), (300, 200, 32)])
+def test_frechet_distance_equals_torchmetrics_fid_on_the_same_features(n_fake, n_real, dim):
+    g = torch.Generator().manual_seed(n_fake)
+    fake = torch.randn(n_fake, dim, generator=g) * 1.5 + 0.3
+    real = torch.randn(n_real, dim, generator=g) @ torch.randn(dim, dim, generator=g) / dim**0.5
+    fid = FrechetInceptionDistance(feature=_Features(dim))
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    assert frechet_distance(fake, real) == pytest.approx(float(fid.compute()), rel=1e-6)
+
+
+class _Features(nn.Module):
+    """Hands torchmetrics the features as they are."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x):
+        return x
+
+
 def test_kid_subset_size_adapts_to_small_samples(extractor):
     g = torch.Generator().manual_seed(0)
     fake, real = torch.randn(5, 2048, generator=g), torch.randn(9, 2048, generator=g) + 1
