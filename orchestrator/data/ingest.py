@@ -274,7 +274,7 @@ def format_summary(cohort: Cohort) -> str:
 
 def _crop_line(crops: dict) -> str:
     rows = ", ".join(f"{n} {status}" for status, n in sorted(crops["nodule_rows"].items()))
-    line = (f"nodule crops: {crops['crops']} from the nodule table's rows ({rows}); {crops['roi_mm']:g} mm square at "
+    line = (f"nodule crops: {crops['crops']} from the nodules ({rows}); {crops['roi_mm']:g} mm square at "
             f"{crops['pixel_mm']:.3g} mm/px, slices within {crops['slab_mm']:g} mm of each centre; "
             f"{crops['padded_crops']} padded at an image edge")
     if crops["series_standing_in_for_patients"]:
