@@ -100,7 +100,8 @@ def test_training_goes_on_while_mlflow_is_away_and_the_record_is_completed_when_
     # what was recorded before the outage is still there, and nothing was written twice
     assert steps(client, child.info.run_id, "epoch") == list(range(1, epochs + 1))
     grids = [a.path for a in client.list_artifacts(child.info.run_id, "images") if a.path.endswith(".png")]
-    assert sorted(int(path.split("+")[2]) for path in grids) == list(range(1, epochs + 1))  # one per epoch (step)
+    # one per epoch (step), and the untrained generator's at step 0
+    assert sorted(int(path.split("+")[2]) for path in grids) == list(range(0, epochs + 1))
     # the dataset inputs, made while the server may have been away, are there too
     assert child.inputs.dataset_inputs and parent.inputs.dataset_inputs
     assert "best_checkpoint/state.pt" in {a.path for a in client.list_artifacts(child.info.run_id, "best_checkpoint")}
