@@ -3,7 +3,7 @@
     python -m orchestrator.reproduce RUN_ID                          # any GAN or classifier trial
     python -m orchestrator.reproduce --best pet                      # the latest pet sweep's best GAN trial
     python -m orchestrator.reproduce --best pet --arch dcgan         # ... its best dcgan trial
-    python -m orchestrator.reproduce --best pet --arm real-only --classifier resnet   # a classifier trial
+    python -m orchestrator.reproduce --best pet --arm real --classifier resnet   # a classifier trial
     python -m orchestrator.reproduce models:/medgan-pet-cgan@champion  # the trial a registered generator came from
 
 Reads from MLflow the trial's exact config (`trial_config.json`), its thread count, and from
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "metric), of one architecture with --arch, or a classifier trial with --arm")
     parser.add_argument("--arch", help="with --best: the best GAN trial of this architecture")
     parser.add_argument("--arm", metavar="ARM_ID", help="with --best: a classifier trial of this arm (its runs' tag "
-                                                       "arm_id, e.g. real-only or synthetic-cgan-db991b24-2x)")
+                                                       "arm_id, e.g. real or synthetic:cgan-db991b24:2)")
     parser.add_argument("--classifier", help="with --arm: which classifier (needed when the sweep trained several)")
     parser.add_argument("--seed", type=int, help="with --arm: which seed (default: the lowest)")
     parser.add_argument("--data", type=Path, help="the data folder on this machine, where the sweep's is elsewhere")
