@@ -23,7 +23,7 @@ from orchestrator.data.cache import PREPROCESSING_FIELDS, Cohort, cache_key, ent
 from orchestrator.data.crop import whole_slice
 from orchestrator.data.from_nodules import read_nodule_crops
 from orchestrator.data.labels import LabelTable
-from orchestrator.data.lidc import is_lidc_xml
+from orchestrator.data.lidc import annotation_kind
 from orchestrator.data.nodules import read_nodule_table
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
 from orchestrator.data.split import hold_out_training, split_patients
@@ -128,14 +128,19 @@ def _annotation_folder(nodules: str | Path | None) -> Path | None:
 
 def _lidc_annotations(data_dir: Path, files: list[Path], folder: Path | None) -> dict[str, Path]:
     """The LIDC-IDRI annotation files (relative path -> file): those in `folder` when given, else those among
-    the data's files."""
+    the data's files. An .xml that does not parse counts among them only beside real ones (then it is
+    reported as a bad annotation); elsewhere it is one more file ingest cannot read."""
     if folder is not None:
-        found = {f"{folder.name}/{p.relative_to(folder).as_posix()}": p for p in _walk(folder, set()) if is_lidc_xml(p)}
-        if not found:
+        found = {f"{folder.name}/{p.relative_to(folder).as_posix()}": p for p in _walk(folder, set())}
+    else:
+        found = {p.relative_to(data_dir).as_posix(): p for p in files}
+    kinds = {rel: annotation_kind(p) for rel, p in found.items()}
+    if "lidc" not in kinds.values():
+        if folder is not None:
             raise IngestError(f"{folder}: --nodules names a folder, but it holds no LIDC-IDRI annotation XML "
                               "(a LidcReadMessage per series); a nodule table is a CSV file")
-        return found
-    return {p.relative_to(data_dir).as_posix(): p for p in files if is_lidc_xml(p)}
+        return {}
+    return {rel: found[rel] for rel, kind in kinds.items() if kind}
 
 
 def _walk(data_dir: Path, exclude: set[Path | None]) -> list[Path]:

@@ -142,16 +142,17 @@ class LabelRule:
         return None, INDETERMINATE
 
 
-def is_lidc_xml(path: Path) -> bool:
-    """Whether `path` is a LIDC reader-annotation file (its root element is LidcReadMessage)."""
+def annotation_kind(path: Path) -> str:
+    """"lidc" for a LIDC reader-annotation file (its root element is LidcReadMessage), "broken" for an .xml
+    that does not parse (an annotation file read_lidc_xml will report, where LIDC files are about), else ""."""
     if path.suffix.lower() != ".xml":
-        return False
+        return ""
     try:
         for _, element in ET.iterparse(path, events=("start",)):
-            return _local(element.tag) == "LidcReadMessage"
+            return "lidc" if _local(element.tag) == "LidcReadMessage" else ""
     except ET.ParseError:
-        return True  # an .xml that does not parse: read_lidc_xml reports it
-    return False
+        return "broken"
+    return ""
 
 
 def read_lidc_xml(path: Path, rel: str) -> LidcFile:

@@ -191,3 +191,12 @@ def test_a_smoke_sweep_runs_end_to_end_on_a_lidc_download(download, mlflow_serve
     summary = json.loads(Path(client.download_artifacts(parent.info.run_id, "data/crops_summary.json",
                                                         str(tmp_path / "dl"))).read_text())
     assert summary["nodule_rows"]["used"] == 8
+
+
+def test_a_stray_xml_that_does_not_parse_is_one_more_unreadable_file_without_lidc_annotations(data_copy, data_cfg):
+    (data_copy / "notes.xml").write_text("<half an xml")
+    cohort = ingest(data_copy, data_cfg)
+    report = json.loads((cohort.path / "ingest_report.json").read_text())
+    (stray,) = [f for f in report["files"] if f["file"] == "notes.xml"]
+    assert stray["status"] == "rejected" and stray["reason"] != "bad_annotation"
+    assert not report["label_source"].startswith("LIDC")  # the data are read as they were without it
