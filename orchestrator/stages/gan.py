@@ -220,8 +220,8 @@ def champion_record(row: pd.Series, metric: str, trials: int, sweep_id: str, dat
     digest = (dataset or {}).get("digest", "none")
     description = (f"The best {row.arch} generator of sweep {sweep_id}: validation {metric} {value:.4g}{against}, "
                    f"the {rule} (trial {row.trial_id}, epoch {int(row.epoch)}), on cohort {digest}. "
-                   f"Alias `champion`: the best version by {metric} on this cohort; a sweep on other data "
-                   f"takes it and says so in the tag `champion_decision`. Sample: mlflow.pytorch.load_model(uri)"
+                   f"Alias `champion`: the best version by {metric} on this cohort; a sweep on other data or "
+                   f"by another metric takes it and says so in the tag `champion_decision`. Sample: mlflow.pytorch.load_model(uri)"
                    f"(noise [N, latent_dim], labels [N]) -> images [N, 1, S, S] in [0, 1].")
     tags = {"sweep_id": sweep_id, "trial_id": row.trial_id, "epoch": str(int(row.epoch)), "metric": metric,
             metric: f"{value:.6g}", "floor": f"{floor:.6g}" if has_floor else "none", "trials": str(trials),
