@@ -1,50 +1,44 @@
-"""Does more real data help each product classifier at the laptop recipe? The learning curve the
-oracle arm relies on, measured outside Ray.
+"""Does more real data help each product classifier at the laptop recipe? The oracle's learning
+curve, measured outside Ray.
 
-    python -m bench.learning_curve [--classifiers yolov8,resnet] [--epochs 100] [--seeds 0,1,2]
+    python -m bench.learning_curve [--classifiers yolov8,resnet] [--epochs 20] [--seeds 0,1,2]
 
-In `python -m bench`: yolov8, mobilenet and resnet at 100 passes (200 optimiser steps, about 7x the
-laptop preset's), 3 seeds, about 4 minutes on 2 cores; VGG-16 is left out there (about 13 minutes
-more at one thread per trial) and runs with `--classifiers vgg16`.
+For each classifier: stage 3's own training (`fit_classifier`, the laptop preset's recipe with each
+classifier's own settings, its cohort, one torch thread per trial as a packed trial has) on the
+scarce training split (real only, the baseline) and on each oracle rung of the preset (the scarce
+split plus that many times its patients from the held-out ones), per seed; then the sweep's own
+patient-level statistics on the test split. Printed: each rung's test AUC and its gain over the
+scarce split with their intervals, each seed's AUC, the ratio of the largest rung's AUC to the
+scarce split's, the validation AUC after each pass (mean over seeds: what the training budget is
+chosen from; a budget at which the largest rung has not stopped improving cannot show what more
+data gives), and the ideal observer on the cohort's recorded nodule parameters (the ceiling).
 
-For each classifier: stage 3's own training (`fit_classifier`, the laptop preset's recipe and
-cohort, one torch thread per trial as a packed trial has) on (a) the laptop preset's scarce
-training split and (b) all training patients (the oracle arm with every held-out patient), per
-seed; then the sweep's own patient-level statistics on the test split. The baseline is (a): the
-ratio is each classifier's test AUC with all patients over the scarce split's. Also printed:
-the validation AUC after each pass, mean over seeds, which is what the training budget is
-chosen from (a budget at which the larger set has not stopped improving cannot show what
-more data gives).
+In `python -m bench`: yolov8, resnet and mobilenet, 3 seeds (about 2 minutes on 2 cores); VGG-16
+runs with `--classifiers vgg16` (about 6 minutes more).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from bench.common import Section, phantom_arrays
 from orchestrator.config import load_config
+from orchestrator.data.phantom import ideal_observer_auc, truth_path
+from orchestrator.stages.classify import fit_ladder
 from orchestrator.statistics import utility
-from trainables.classify.arms import Arm, patient_labels
-from trainables.classify.loop import fit_classifier
-from trainables.cohort import HELD_OUT, TRAIN
-
-
-def all_patients_ratio(arrays: dict) -> float:
-    """The oracle multiple that adds every held-out patient of the scarcer label."""
-    split, patients = np.asarray(arrays["split"]), np.asarray(arrays["patients"])
-    label_of = patient_labels(patients, np.asarray(arrays["labels"]))
-    def count(code, label):
-        return sum(1 for p in np.unique(patients[split == code]) if label_of[p] == label)
-    return min(count(HELD_OUT, label) / count(TRAIN, label) for label in (0, 1))
+from orchestrator.sweep import phantom_folder
+from trainables.classify.arms import Arm
+from trainables.classify.loop import auroc, fit_classifier
 
 
 def one_trial(job: tuple) -> dict:
-    import torch
     torch.set_num_threads(1)  # a packed stage-3 trial's share
     settings, arrays = job
     curve = []
@@ -58,11 +52,15 @@ def one_trial(job: tuple) -> dict:
             "best_epoch": final["best_epoch"], "real_patients": final["real_patients"]}
 
 
+def seed_auc(trial) -> float:
+    return auroc(torch.as_tensor(trial.test_scores), torch.as_tensor(trial.test_labels))
+
+
 def measure(quick: bool = False) -> Section:
-    """The suite's run: three classifiers at 100 passes and 3 seeds (`quick`: yolov8, 2 passes, 2 seeds)."""
+    """The suite's run: three classifiers, 3 seeds (`quick`: yolov8, 2 passes, 2 seeds)."""
     if quick:
         return learning_curve(["yolov8"], 2, [0, 1], [])
-    return learning_curve(["yolov8", "mobilenet", "resnet"], 100, [0, 1, 2], [])
+    return learning_curve(["yolov8", "resnet", "mobilenet"], None, [0, 1, 2], [])
 
 
 def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int], overrides: list[str],
@@ -70,56 +68,48 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("pet", "laptop", overrides=[f"data.cache_dir={Path(tmp) / 'cache'}", *overrides])
         arrays = phantom_arrays(cfg)
+        truth = list(csv.DictReader(truth_path(phantom_folder(cfg)).open()))
+    cfg, dropped = fit_ladder(cfg, arrays)
     c = cfg.classify
-    recipe = c.recipe()
-    ratio = all_patients_ratio(arrays)
+    arms = [Arm("real"), *(Arm("oracle", ratio=rung) for rung in c.oracle_rungs)]
     jobs = []
     for classifier in classifiers:
-        passes = epochs or c.epochs_per_classifier.get(classifier, c.epochs)
-        for seed in seeds:
-            for arm in (Arm("real"), Arm("oracle", ratio=ratio)):  # the scarce split; every training patient
-                settings = {**recipe, "classifier": classifier, **arm.settings(), "arm_id": arm.id,
-                            "seed": seed, "epochs": passes, "patience": passes, "weights": ""}
-                jobs.append((settings, arrays))
+        recipe = {**c.recipe(classifier), **({"epochs": epochs} if epochs else {})}
+        jobs += [({**recipe, "classifier": classifier, **arm.settings(), "arm_id": arm.id, "seed": seed, "weights": ""},
+                  arrays) for seed in seeds for arm in arms]
     with ProcessPoolExecutor(workers) as pool:
         trials = pd.DataFrame(list(pool.map(one_trial, jobs)))
     summary = utility(trials, c.min_test_patients_per_label)
-    rows, curves = [], []
+    rows, curves, ratios = [], [], {}
     for arm in summary.arms:
-        if arm.arm_id == "real":
-            continue
-        scarce = next(a for a in summary.arms if a.classifier == arm.classifier and a.arm_id == "real")
-        group = trials[trials.classifier == arm.classifier]
-        rows.append({"classifier": arm.classifier,
-                     "scarce AUC": scarce.metrics["roc_auc"].interval(),
-                     "all patients AUC": arm.metrics["roc_auc"].interval(),
-                     "gain": arm.deltas["roc_auc"].interval(),
-                     "patients": f"{int(group[group.arm_id == 'real'].real_patients.iloc[0])} / "
-                                 f"{int(group[group.arm_id != 'real'].real_patients.iloc[0])}",
-                     "degenerate": "; ".join(filter(None, [scarce.degenerate, arm.degenerate])) or "no",
-                     "best epochs": f"{list(group[group.arm_id == 'real'].best_epoch)} / "
-                                    f"{list(group[group.arm_id != 'real'].best_epoch)}"})
-        for arm_id, trials_of in group.groupby("arm_id"):
-            mean = np.nanmean(np.array(list(trials_of.val_curve), dtype=float), axis=0)
-            curves.append({"classifier": arm.classifier, "arm": arm_id,
-                           "validation AUC by pass": " ".join(f"{v:.2f}" for v in mean)})
+        group = trials[(trials.classifier == arm.classifier) & (trials.arm_id == arm.arm_id)]
+        gain = arm.deltas.get("roc_auc")
+        rows.append({"classifier": arm.classifier, "arm": arm.arm_id, "real patients": int(group.real_patients.iloc[0]),
+                     "test AUC": arm.metrics["roc_auc"].interval(), "gain over scarce": gain.interval() if gain else "",
+                     "each seed's AUC": " ".join(f"{seed_auc(t):.2f}" for t in group.itertuples()),
+                     "degenerate": arm.degenerate or "no"})
+        passes = np.array([t + [np.nan] * (max(map(len, group.val_curve)) - len(t)) for t in group.val_curve], float)
+        curves.append({"classifier": arm.classifier, "arm": arm.arm_id,
+                       "validation AUC by pass": " ".join(f"{v:.2f}" for v in np.nanmean(passes, axis=0))})
+    for classifier in classifiers:
+        auc = {a.arm_id: a.metrics["roc_auc"].value for a in summary.arms if a.classifier == classifier}
+        ratios[f"{classifier}: largest rung / scarce test AUC"] = auc[arms[-1].id] / auc["real"]
+    pet_truth = [{k: r[k] for k in r if k not in ("series_uid", "modality")} for r in truth if r["modality"] == "pet"]
     return Section(
-        title="Stage 3: learning curve of each classifier at the laptop recipe (scarce split vs all patients)",
+        title="Stage 3: the oracle's learning curve of each classifier at the laptop recipe",
         method=(f"`python -m bench.learning_curve`: stage 3's training (`fit_classifier`) on the laptop preset's "
-                f"cohort, one thread per trial, {len(seeds)} seeds; test split {summary.cases.describe()}. "
-                "Baseline: the scarce training split (real only)."),
-        rows=rows, tables={"validation AUC after each pass, mean over seeds": curves},
-        ratios={f"{r['classifier']}: all patients / scarce test AUC":
-                next(a for a in summary.arms if a.classifier == r["classifier"] and a.arm_id != "real")
-                .metrics["roc_auc"].value /
-                next(a for a in summary.arms if a.classifier == r["classifier"] and a.arm_id == "real")
-                .metrics["roc_auc"].value for r in rows})
+                f"cohort and recipe, one thread per trial, {len(seeds)} seeds; the scarce split and each oracle rung "
+                f"({', '.join(a.title for a in arms[1:])}); test split {summary.cases.describe()}. Baseline: the "
+                f"scarce training split (real only).{' ' + dropped if dropped else ''}"),
+        rows=rows, tables={"validation AUC after each pass, mean over seeds": curves}, ratios=ratios,
+        notes=[f"Ideal observer on the {len(pet_truth)} patients' recorded nodule parameters (logistic regression, "
+               f"5-fold): AUC {ideal_observer_auc(pet_truth):.3f}, the ceiling of what the images allow."])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifiers", default="yolov8,vgg16,resnet,mobilenet")
-    parser.add_argument("--epochs", type=int, default=None, help="passes for every classifier (default: the preset's)")
+    parser.add_argument("--epochs", type=int, default=None, help="passes for every classifier (default: its recipe's)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     args = parser.parse_args()

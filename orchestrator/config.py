@@ -21,6 +21,7 @@ Modality = str  # a name in orchestrator.data.modalities.MODALITIES, checked whe
 # Each but full is a file search_spaces/<name>.yaml laid over the modality's own.
 PRESETS = ("full", "laptop", "smoke")
 SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+KEEP = ("best", "final")  # classify.keep: the best validation pass, or the last pass of the schedule
 
 
 class ConfigError(ValueError):
@@ -154,13 +155,21 @@ class ClassifyConfig:
     # RECIPE marks the fields every classifier trial receives as its training recipe (stage 3, reproduce).
     # epochs: passes over the real training split's batches; every arm takes as many optimiser steps
     epochs: int = field(default=40, metadata=RECIPE)
-    # classifier -> passes instead of `epochs`, for a model too costly for this machine at the full
-    # schedule (kept at its true architecture, trained shorter; the report says so)
-    epochs_per_classifier: dict[str, int] = field(default_factory=dict)
+    # classifier -> recipe settings of its own, e.g. {vgg16: {epochs: 6, lr: 1.0e-3}}: fewer passes for a
+    # model too costly for this machine at the full schedule (kept at its true architecture, trained
+    # shorter), or the learning rate it trains at. Every arm of that classifier shares them; the report
+    # names them.
+    per_classifier: dict[str, dict] = field(default_factory=dict)
     batch_size: int = field(default=32, metadata=RECIPE)
     lr: float = field(default=1.0e-3, metadata=RECIPE)
     weight_decay: float = field(default=1.0e-4, metadata=RECIPE)
     patience: int = field(default=8, metadata=RECIPE)  # epochs without a better validation AUC before stopping
+    # Which weights a run ends with: "best", the pass with the best validation AUC (early stopping after
+    # `patience` passes); "final", the last pass of the schedule (no early stopping, validation fixes only
+    # the threshold). On a small validation split "best" picks noise: with 20 validation patients it kept
+    # passes 1-3 of some seeds and let the seeds of one arm disagree more than the arms did
+    # (bench/results.md, the learning curve).
+    keep: str = field(default="best", metadata=RECIPE)
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
     bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
     bf16: bool = field(default=False, metadata=RECIPE)  # bf16 autocast, training and scoring (GPUs; CPU runs it)
@@ -168,9 +177,28 @@ class ClassifyConfig:
     gpus_per_trial: float | None = None  # None: resolved at the start: 0.25 (four trials per GPU) or 0
     weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file
 
-    def recipe(self) -> dict[str, Any]:
-        """The training recipe every classifier trial receives: the fields marked RECIPE."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("recipe")}
+    def recipe(self, classifier: str = "") -> dict[str, Any]:
+        """The training recipe a classifier's trials receive: the fields marked RECIPE, with that
+        classifier's own settings (`per_classifier`) where it has some."""
+        fields = {f.name: f for f in dataclasses.fields(self) if f.metadata.get("recipe")}
+        own = self.per_classifier.get(classifier, {})
+        unknown = sorted(set(own) - set(fields))
+        if unknown:
+            raise ConfigError(f"classify.per_classifier.{classifier} sets {unknown}: not recipe settings "
+                              f"(known: {', '.join(fields)})")
+        hints = typing.get_type_hints(type(self))
+        recipe = {name: getattr(self, name) for name in fields}
+        for name, value in own.items():
+            try:
+                recipe[name] = _coerce(value, hints[name])
+            except TypeError as err:
+                raise ConfigError(f"classify.per_classifier.{classifier}.{name} {err}") from None
+        return recipe
+
+    def own_settings(self, classifier: str) -> dict[str, Any]:
+        """A classifier's recipe settings that differ from every other classifier's (checked, typed)."""
+        recipe = self.recipe(classifier)
+        return {name: recipe[name] for name in self.per_classifier.get(classifier, {})}
 
 
 @dataclass(frozen=True)
@@ -364,10 +392,13 @@ def _check_stage_settings(config: Config) -> None:
             diff_augment(policy)
         except ValueError as err:
             raise ConfigError(f"gan.diffaugment: {err}") from None
-    unknown = sorted(set(config.classify.epochs_per_classifier) - set(config.classify.classifiers))
+    trained = {*config.classify.classifiers, config.classify.tstr_classifier}
+    unknown = sorted(set(config.classify.per_classifier) - trained)
     if unknown:
-        raise ConfigError(f"classify.epochs_per_classifier names {unknown}, which classify.classifiers "
+        raise ConfigError(f"classify.per_classifier names {unknown}, which classify.classifiers "
                           f"({config.classify.classifiers}) does not train")
+    for classifier in config.classify.per_classifier:
+        config.classify.recipe(classifier)  # raises on a setting that is not in the recipe, or of the wrong type
     from orchestrator.data.modalities import MODALITIES  # the registries are the source of truth
     from trainables.classify.models import CLASSIFIER_REGISTRY
     from trainables.gan.models import GAN_REGISTRY
@@ -387,6 +418,8 @@ def _check_stage_settings(config: Config) -> None:
                           f"(known: {', '.join(MODALITIES)})")
     if config.data.roi_mm <= 0 or config.data.pixel_mm < 0 or config.data.slab_mm < 0:
         raise ConfigError("data.roi_mm must be positive, data.pixel_mm and data.slab_mm not negative")
+    if any(config.classify.recipe(c)["keep"] not in KEEP for c in ["", *config.classify.per_classifier]):
+        raise ConfigError(f"classify.keep must be one of {', '.join(KEEP)}")
     rungs = config.classify.oracle_rungs
     if any(r <= 0 for r in rungs) or rungs != sorted(set(rungs)):
         raise ConfigError(f"classify.oracle_rungs must be positive and increasing, got {rungs}")

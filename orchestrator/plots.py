@@ -107,7 +107,8 @@ def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str
     """Stage 1 over training: each trial's validation FID (the real-vs-real floor dashed) and SSIM by
     epoch. `curves`: {"label", "epoch", fid_key, "ssim", "status"}; a trial the scheduler stopped is
     drawn dashed and ends in an x, a failed or diverged one dotted. `title`: what each point rests on."""
-    fig, (ax_fid, ax_ssim) = plt.subplots(1, 2, figsize=(10, 3.9))
+    # the legend goes below both panels, one line per trial: a search's labels are long and many
+    fig, (ax_fid, ax_ssim) = plt.subplots(1, 2, figsize=(10, 3.9 + 0.17 * (len(curves) + 1)))
     fig.suptitle(title, fontsize=9)
     for i, curve in enumerate(curves):
         style = {"completed": "-", "stopped early": "--"}.get(curve["status"], ":")
@@ -125,8 +126,12 @@ def plot_validation_curves(curves: list[dict], floor: float | None, fid_key: str
     ax_fid.set(xlabel="epoch", ylabel=f"{fid_key} (validation; lower is better)")
     ax_ssim.set(xlabel="epoch", ylabel="SSIM (validation; higher is better)")
     ax_fid.set_ylim(bottom=0)
-    ax_fid.legend(fontsize=7)
-    _save(fig, path)
+    handles, labels = ax_fid.get_legend_handles_labels()
+    legend_in = 0.17 * (len(labels) + 1) / fig.get_figheight()  # its share of the figure's height
+    fig.legend(handles, labels, loc="lower left", fontsize=7, frameon=False, bbox_to_anchor=(0.06, 0.0))
+    fig.subplots_adjust(bottom=legend_in + 0.12 * 3.9 / fig.get_figheight(), top=0.9, wspace=0.25)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_forest(rows: list[dict], path: Path, title: str) -> None:

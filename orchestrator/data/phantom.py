@@ -9,12 +9,12 @@ the older shape: a few targeted slices through the nodule plus `labels.csv` (who
 input, which ingest still takes).
 
 Each patient gets a thorax (body, two lungs, spine, vessels) and one nodule whose look
-depends on the label the way it does in the clinic: size and FDG uptake overlap almost
-entirely between benign and malignant; malignant nodules more often have an irregular margin
-(lobulated, spiculated) or an uneven inside (a necrotic core, an eccentric focus), benign ones a
-smooth margin and an even inside (sometimes calcified on CT), and a few of each look like the
-other. Each label has several subtypes (see SUBTYPES), so a classifier needs many patients to
-learn the task (tests/orchestrator/data/test_learnability.py). Each nodule's parameters are
+depends on the label the way it does in the clinic: several subtypes per label (see SUBTYPES),
+between which size and FDG uptake overlap and point in opposite directions (a small intensely avid
+nodule is a cancer, a large avid even one usually inflammation), and a margin (lobulated,
+spiculated) or an inside (a necrotic core; a calcified core on CT) that marks some of them. No
+single cue decides, so a classifier needs many patients to learn the task
+(tests/orchestrator/data/test_learnability.py). Each nodule's parameters are
 written beside the cohort folder (`truth_path`), never into the DICOM: what an ideal observer
 would use, and the ceiling of what the images allow.
 
@@ -60,28 +60,28 @@ class Subtype:
     ct_hu: tuple[float, float]
     calcified: float  # probability of a calcified core on CT
     necrosis: tuple[float, float] = (0.0, 0.0)  # depth of a central cold core (uptake and density), 0-1
-    focus: tuple[float, float] = (0.0, 0.0)  # an eccentric focus of higher uptake, as a share of suv_max
 
 
-# Several subtypes per label, as in the clinic. Size and uptake overlap almost entirely between the
-# labels (FDG-avid inflammatory benign nodules, low-uptake cancers); what separates them is the
-# margin (lobulated, spiculated) and the inside (a necrotic core, an eccentric focus), each shown
-# by only some subtypes and partly blurred by PET's resolution. So a classifier needs many patients
-# to learn the task: the default laptop share scores clearly lower than all training patients
-# (tests/orchestrator/data/test_learnability.py), and an ideal observer on the recorded parameters
-# (`nodule_parameters`) gives the ceiling.
+# Several subtypes per label, as in the clinic, each with a look of its own; between them, size and
+# uptake overlap and point in opposite directions: a small intensely avid nodule is a cancer, a large
+# avid even one usually inflammation; a faint small one a granuloma, a faint large one a lepidic
+# cancer; a ring of uptake (necrotic core) or a spiculated margin a cancer, a gently lobulated faint
+# one a hamartoma. No single cue decides, and a rule read off a few patients (brighter is worse)
+# holds for some subtypes and fails for others, so a classifier needs many patients to learn the task
+# (measured: bench/results.md, the learning curve; tests/orchestrator/data/test_learnability.py), and
+# an ideal observer on the recorded parameters (`nodule_parameters`) gives the ceiling.
 SUBTYPES = {
     "malignant": (
-        Subtype(0.30, (6.0, 12.0), (0.05, 0.25), (0, 4), 0.6, (1.8, 6.5), (-20, 60), 0.0, necrosis=(0.4, 0.85)),
-        Subtype(0.30, (4.5, 11.0), (0.05, 0.20), (0, 3), 0.5, (1.5, 6.0), (-20, 60), 0.0, focus=(0.5, 1.2)),
-        Subtype(0.28, (4.5, 12.0), (0.25, 0.40), (2, 6), 0.7, (1.2, 5.0), (-300, 40), 0.0),  # lobulated, spiculated
-        Subtype(0.12, (4.0, 9.0), (0.0, 0.10), (0, 1), 0.3, (1.2, 4.0), (-20, 60), 0.0),  # indolent: looks benign
+        Subtype(0.30, (7.0, 13.0), (0.05, 0.20), (0, 3), 0.5, (3.0, 8.0), (-20, 60), 0.0, necrosis=(0.7, 0.95)),
+        Subtype(0.30, (3.5, 6.0), (0.0, 0.15), (0, 2), 0.5, (5.0, 10.0), (-20, 60), 0.0),  # small, intensely avid
+        Subtype(0.25, (6.0, 11.0), (0.30, 0.45), (3, 7), 0.8, (2.5, 6.0), (-300, 40), 0.0),  # lobulated, spiculated
+        Subtype(0.15, (8.0, 13.0), (0.05, 0.20), (0, 2), 0.5, (1.2, 2.2), (-500, -200), 0.0),  # lepidic: faint, large
     ),
     "benign": (
-        Subtype(0.40, (4.0, 11.0), (0.0, 0.10), (0, 1), 0.3, (1.2, 5.5), (-20, 60), 0.4),  # granuloma
-        Subtype(0.28, (5.0, 12.0), (0.05, 0.20), (0, 2), 0.4, (2.0, 6.0), (-20, 60), 0.0),  # inflammatory, FDG-avid
-        Subtype(0.22, (4.0, 10.0), (0.0, 0.12), (0, 1), 0.3, (1.2, 4.5), (-80, 40), 0.2, necrosis=(0.0, 0.4)),
-        Subtype(0.10, (5.0, 12.0), (0.20, 0.35), (1, 5), 0.6, (1.5, 5.0), (-100, 40), 0.0),  # organising: looks malignant
+        Subtype(0.35, (3.5, 7.0), (0.0, 0.10), (0, 1), 0.3, (1.0, 2.5), (-20, 60), 0.4),  # granuloma
+        Subtype(0.30, (8.0, 13.0), (0.0, 0.08), (0, 1), 0.3, (3.5, 8.0), (-20, 60), 0.0),  # inflammatory: avid, even
+        Subtype(0.20, (6.0, 10.0), (0.10, 0.20), (0, 1), 0.3, (1.0, 2.0), (-20, 60), 0.3),  # hamartoma
+        Subtype(0.15, (4.0, 7.0), (0.0, 0.10), (0, 1), 0.3, (2.5, 5.0), (-20, 60), 0.0),  # active granuloma
     ),
 }
 
@@ -96,8 +96,6 @@ class Nodule:
     calcified: bool
     centre_mm: tuple[float, float]
     necrosis: float = 0.0
-    focus: float = 0.0
-    focus_angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -154,8 +152,6 @@ def _make_patient(index: int, label: str, rng: np.random.Generator) -> Patient:
         calcified=bool(rng.random() < subtype.calcified),
         centre_mm=(float(centre[0]), float(centre[1])),
         necrosis=float(rng.uniform(*subtype.necrosis)),
-        focus=float(rng.uniform(*subtype.focus)),
-        focus_angle=float(rng.uniform(0, 2 * np.pi)),
     )
     weight = float(np.round(rng.uniform(50, 100), 1))
     birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 40)))
@@ -290,13 +286,11 @@ def render_pet_suv(p: Patient, view: View, cross_section: float, rng: np.random.
 
 def _uptake_profile(n: Nodule, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Relative FDG uptake inside a nodule (1 = suv_max): centrally peaked; a necrotic core takes the
-    centre down (a ring of uptake); an eccentric focus adds a hot spot halfway out."""
+    centre down (a ring of uptake)."""
     dx, dy = (x - n.centre_mm[0]) / n.radius_mm, (y - n.centre_mm[1]) / n.radius_mm
     profile = np.clip(1.1 - 0.4 * np.hypot(dx, dy), 0.5, 1.0)
     profile = profile * (1.0 - n.necrosis * np.exp(-(dx**2 + dy**2) / (2 * 0.3**2)))
-    fx, fy = 0.5 * np.cos(n.focus_angle), 0.5 * np.sin(n.focus_angle)
-    profile = profile + n.focus * np.exp(-((dx - fx) ** 2 + (dy - fy) ** 2) / (2 * 0.25**2))
-    return profile / max(1.0, 1.0 + n.focus)  # the focus is the maximum where there is one
+    return profile
 
 
 def nodule_parameters(p: Patient) -> dict:
@@ -304,7 +298,7 @@ def nodule_parameters(p: Patient) -> dict:
     n = p.nodule
     return {"diameter_mm": 2 * n.radius_mm, "suv_max": n.suv_max, "ct_hu": n.ct_hu, "calcified": int(n.calcified),
             "lobulation": float(sum(amp for amp, _ in n.lobulation)), "spicules": len(n.spikes),
-            "necrosis": n.necrosis, "focus": n.focus, "label": p.label}
+            "necrosis": n.necrosis, "label": p.label}
 
 
 def ideal_observer_auc(rows: list[dict], folds: int = 5, seed: int = 0) -> float:

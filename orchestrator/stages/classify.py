@@ -130,15 +130,25 @@ def trial_settings(config: dict) -> dict:
     cell = config["cell"]
     classifier = cell["classifier"]
     return {**config, **cell, **Arm.parse(cell["arm_id"]).settings(), "weights": config["weights"].get(classifier, ""),
-            "epochs": config.get("epochs_per_classifier", {}).get(classifier, config["epochs"])}
+            **config.get("per_classifier", {}).get(classifier, {})}
 
 
-def schedule_note(c) -> str:
-    """What the report says of classifiers trained shorter than `classify.epochs` (or '' if none)."""
-    short = [f"{name} {epochs} passes" for name, epochs in c.epochs_per_classifier.items()]
-    return (f" Shortened schedules (classify.epochs_per_classifier; every other classifier {c.epochs} passes): "
-            f"{', '.join(short)}. Each is kept at its true architecture, trained for fewer optimiser steps because "
-            "the full schedule does not fit this machine; its figures say less than the others'.") if short else ""
+def recipe_note(c) -> str:
+    """What the report says of classifiers with recipe settings of their own (or '' if none)."""
+    own = {name: c.own_settings(name) for name in c.per_classifier}
+    if not own:
+        return ""
+    said = "; ".join(f"{name}: {_settings_words(settings)}" for name, settings in own.items())
+    shorter = [name for name, settings in own.items() if settings.get("epochs", c.epochs) < c.epochs]
+    return (f" Classifiers with settings of their own (classify.per_classifier; every other classifier "
+            f"{_settings_words({k: c.recipe()[k] for k in {k for s in own.values() for k in s}})}): {said}."
+            + (f" {', '.join(shorter)} kept at its true architecture, trained for fewer optimiser steps because the "
+               "full schedule does not fit this machine: its figures say less than the others'." if shorter else ""))
+
+
+def _settings_words(settings: dict) -> str:
+    return ", ".join(f"{value} passes" if key == "epochs" else f"{key} {value:g}" if isinstance(value, float)
+                     else f"{key} {value}" for key, value in sorted(settings.items()))
 
 
 def classifier_trial(config: dict, data: list, synthetic: dict) -> None:
@@ -185,7 +195,7 @@ def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, ca
     c = cfg.classify
     grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
     param_space = {**c.recipe(), "weights": dict(c.weights),
-                   "epochs_per_classifier": dict(c.epochs_per_classifier), **grid}
+                   "per_classifier": {name: c.own_settings(name) for name in c.per_classifier}, **grid}
     param_space["gpus"] = trial_resources(c)["gpu"]  # what the trial holds: it computes there or fails
     requests = resources_by_classifier(c)
     trainable = tune.with_resources(tune.with_parameters(classifier_trial, data=[data_ref], synthetic=synthetic_refs),
@@ -320,18 +330,20 @@ class ClassifierTrialLogger(ChildRunLogger):
         """What the runs table groups by: classifier, arm (kind, id, role, set, ratio), seed."""
         cell = trial.config["cell"]
         arm = Arm.parse(cell["arm_id"])
+        kept = ("the last epoch of the schedule is the kept one" if trial_settings(trial.config).get("keep") == "final"
+                else "validation AUC per epoch chose the kept one")
         return {"classifier": cell["classifier"], "arm_id": arm.id, **arm_tags(arm), "seed": str(trial.config["seed"]),
                 NOTE_TAG: f"Stage-3 classifier trial: {cell['classifier']} trained on the {arm.title} arm "
-                          f"({arm.spec.role}), seed {trial.config['seed']}; validation AUC per epoch chose the kept "
-                          f"epoch (best_epoch), whose figures on the real test patients are the test_ metrics."}
+                          f"({arm.spec.role}), seed {trial.config['seed']}; {kept} (best_epoch), whose figures on "
+                          f"the real test patients are the test_ metrics."}
 
     def params(self, trial) -> dict:
-        """The training recipe as this classifier ran it: its own passes and weights file, not every
+        """The training recipe as this classifier ran it: its own settings and weights file, not every
         classifier's; no param repeats a tag (classifier, arm, seed)."""
         config = dict(trial.config)
         classifier = config.pop("cell")["classifier"]
         config.pop("seed")
-        config["epochs"] = config.pop("epochs_per_classifier").get(classifier, config["epochs"])
+        config.update(config.pop("per_classifier", {}).get(classifier, {}))
         config["weights"] = config["weights"].get(classifier, "")
         return config
 

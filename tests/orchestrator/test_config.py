@@ -90,8 +90,15 @@ def test_the_laptop_preset_has_scarce_training_data_and_a_test_split_that_can_ca
     laptop = load_config("pet", "laptop")
     d, c = laptop.data, laptop.classify
     assert d.train_fraction < 1 and d.size == 32 and len(c.seeds) >= 3
-    assert set(c.classifiers) == {"yolov8", "vgg16", "resnet", "mobilenet"} and len(c.ratios) == 2
+    assert set(c.classifiers) == {"yolov8", "vgg16", "resnet", "mobilenet"} and c.ratios and len(c.oracle_rungs) >= 2
     assert d.phantom_patients * d.split[2] / 2 >= c.min_test_patients_per_label  # per label, in the test split
+
+
+def test_the_laptop_preset_searches_and_stops_hopeless_gan_trials():
+    laptop = load_config("pet", "laptop")
+    assert laptop.search.num_samples >= 8 and laptop.search.grace_epochs < laptop.gan.epochs
+    assert {"lr_g", "lr_d", "gp_lambda", "n_critic"} <= set(laptop.search.space)
+    assert laptop.gan.epochs % laptop.gan.eval_every == 0 and laptop.search.grace_epochs % laptop.gan.eval_every == 0
 
 
 @pytest.mark.parametrize("override, message", [

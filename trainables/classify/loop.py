@@ -10,9 +10,10 @@ The recipe: inputs standardised with the real training split's mean and standard
 (one pair per cohort, so every arm's images, synthetic ones included, are seen on the same
 scale; without it VGG-16 and MobileNet gave flat scores on 32 px PET crops), AdamW, cosine
 schedule over the steps, validation after every pass (an "epoch" in
-the reports), early stopping on validation ROC-AUC (`patience` epochs), the best epoch's weights
-kept. An epoch whose validation scores are degenerate (constant, or AUC not above chance) is
-never kept while a non-degenerate one exists; a run with none is reported `degenerate`. The
+the reports), and either (`keep` "best") early stopping on validation ROC-AUC (`patience` epochs)
+with the best epoch's weights kept, or (`keep` "final") the whole schedule with the last epoch's
+weights kept. An epoch whose validation scores are degenerate (constant, or AUC not above chance)
+is never kept while a non-degenerate one exists; a run with none is reported `degenerate`. The
 decision threshold is fixed on the validation split (Youden's J); the test split is scored once,
 at the end, with that model and threshold, and steers nothing. Validation and test sets are
 built from real slices only, and the provenance of every training image is checked before
@@ -75,6 +76,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     batches = batch_indices(len(x_train), cfg["batch_size"], rng)
 
     best = {"val_auc": math.nan, "epoch": 0, "state": None, "degenerate": "no epoch was evaluated"}
+    keep_final = cfg.get("keep", "best") == "final"  # recipes recorded before `keep` existed kept the best
     steps = 0
     system = SystemSampler(device)
     for epoch in range(1, cfg["epochs"] + 1):
@@ -99,10 +101,10 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
         degenerate = degenerate_reason(val_scores, val_auc, "validation")
         report({"epoch": epoch, "train_loss": float(loss_sum) / steps_per_epoch, "val_auc": val_auc,
                 "steps": steps, "val_degenerate": int(bool(degenerate)), **system.sample()})
-        if better_candidate(val_auc, degenerate, best):
+        if better_candidate(val_auc, degenerate, best, final=keep_final):
             best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict()),
                     "degenerate": degenerate}
-        elif not best["degenerate"] and epoch - best["epoch"] >= cfg["patience"]:
+        elif not keep_final and not best["degenerate"] and epoch - best["epoch"] >= cfg["patience"]:
             break  # early stopping on validation AUC (only once a non-degenerate epoch is kept)
 
     model.load_state_dict(best["state"])
@@ -143,14 +145,15 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def better_candidate(val_auc: float, degenerate: str, best: dict) -> bool:
+def better_candidate(val_auc: float, degenerate: str, best: dict, final: bool = False) -> bool:
     """Whether this epoch replaces the kept one: a non-degenerate epoch beats any degenerate one;
-    among epochs of the same kind, the higher validation AUC wins (the first is kept whatever it is)."""
+    among epochs of the same kind, the later one (`final`) or the higher validation AUC wins (the
+    first is kept whatever it is)."""
     if best["state"] is None:
         return True
     if bool(degenerate) != bool(best["degenerate"]):
         return not degenerate
-    return val_auc > best["val_auc"]
+    return final or val_auc > best["val_auc"]
 
 
 def batch_indices(n: int, batch_size: int, rng: torch.Generator):

@@ -85,27 +85,35 @@ def test_labels_csv_is_balanced_and_names_every_patient(phantom_dir):
     assert sum(r["label"] == "malignant" for r in rows) == 6
 
 
-def test_size_and_uptake_overlap_between_labels_and_margin_and_inside_separate_them():
-    nodules = {"benign": [], "malignant": []}
-    for p in make_patients(1000, seed=1):
-        nodules[p.label].append(nodule_parameters(p))
-    median = {label: {k: np.median([n[k] for n in ns]) for k in ("diameter_mm", "suv_max", "lobulation")}
-              for label, ns in nodules.items()}
-    for key in ("diameter_mm", "suv_max"):  # within 25 % of each other
-        assert abs(median["malignant"][key] / median["benign"][key] - 1) < 0.25, (key, median)
-    assert median["malignant"]["lobulation"] > 1.5 * median["benign"]["lobulation"]
-    uneven = {label: np.mean([n["necrosis"] > 0.4 or n["focus"] > 0 for n in ns]) for label, ns in nodules.items()}
-    assert uneven["malignant"] > 0.5 > 0.05 > uneven["benign"]
+def test_size_and_uptake_overlap_and_point_in_opposite_directions_by_subtype():
+    rows = [nodule_parameters(p) for p in make_patients(1000, seed=1)]
+
+    def malignant_share(where) -> float:
+        chosen = [r["label"] == "malignant" for r in rows if where(r)]
+        assert len(chosen) > 50, "each group should hold many nodules"
+        return float(np.mean(chosen))
+
+    for key in ("diameter_mm", "suv_max"):  # the labels' interquartile ranges overlap
+        quartiles = {label: np.percentile([r[key] for r in rows if r["label"] == label], [25, 75])
+                     for label in ("benign", "malignant")}
+        assert quartiles["malignant"][0] < quartiles["benign"][1], (key, quartiles)
+    # avid is malignant when small, mostly benign when large and even: no single rule holds
+    assert malignant_share(lambda r: r["diameter_mm"] < 12 and r["suv_max"] > 4.5) > 0.9
+    assert malignant_share(lambda r: r["diameter_mm"] > 16 and r["suv_max"] > 4.5 and r["necrosis"] < 0.5) < 0.35
+    assert malignant_share(lambda r: r["diameter_mm"] < 12 and r["suv_max"] < 2.5) < 0.1
+    assert malignant_share(lambda r: r["diameter_mm"] > 16 and r["suv_max"] < 2.5) > 0.4
+    # a ring of uptake marks a cancer; an irregular margin mostly does
+    assert malignant_share(lambda r: r["necrosis"] > 0.5) == 1.0
+    assert malignant_share(lambda r: r["lobulation"] > 0.25) > 0.65
 
 
-def test_an_ideal_observer_on_the_recorded_parameters_is_good_but_not_perfect():
+def test_an_ideal_observer_on_the_recorded_parameters_is_the_ceiling_and_size_and_uptake_are_not_enough():
     """A logistic regression on the parameters (5-fold, 2,000 patients): the ceiling that the classifiers'
-    learning curve is read against; the look-alike subtypes keep it below 1."""
+    learning curve is read against (the images, with their noise and PET's resolution, allow less)."""
     rows = [nodule_parameters(p) for p in make_patients(2000, seed=3)]
-    auc = ideal_observer_auc(rows)
-    assert 0.85 < auc < 0.98
+    assert ideal_observer_auc(rows) > 0.95
     size_and_uptake = ideal_observer_auc([{k: r[k] for k in ("diameter_mm", "suv_max", "label")} for r in rows])
-    assert size_and_uptake < 0.7  # neither decides on its own
+    assert size_and_uptake < 0.8  # a straight rule on size and uptake misses the subtypes
 
 
 def test_the_ground_truth_lies_beside_the_cohort_and_names_no_patient(tmp_path):

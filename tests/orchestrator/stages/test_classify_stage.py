@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import fit_ladder, grid_cells, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, recipe_note, trial_settings
 from trainables.cohort import HELD_OUT, TRAIN
 
 
@@ -20,13 +20,22 @@ def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out(
     assert arms[-3:-1] == ["oracle:0.5", "oracle:1"] and "permuted:cgan-1:1" in arms
 
 
-def test_a_shortened_schedule_applies_to_its_classifier_only_and_must_name_a_trained_one():
-    config = {"cell": {"classifier": "vgg16", "arm_id": "real"}, "epochs": 15, "weights": {},
-              "epochs_per_classifier": {"vgg16": 3}, "seed": 0}
-    assert trial_settings(config)["epochs"] == 3
-    assert trial_settings({**config, "cell": {"classifier": "resnet", "arm_id": "real"}})["epochs"] == 15
-    with pytest.raises(ConfigError, match=r"epochs_per_classifier names \['vgg16'\]"):
-        load_config("pet", "smoke", overrides=["classify.epochs_per_classifier={vgg16: 3}"])
+def test_a_classifiers_own_settings_apply_to_it_only_and_must_name_a_trained_classifier_and_a_recipe_setting():
+    cfg = load_config("pet", "smoke", overrides=["classify.classifiers=[vgg16, resnet]",
+                                                 "classify.per_classifier={vgg16: {epochs: 3, lr: 1e-4}}"])
+    assert cfg.classify.recipe("vgg16")["lr"] == 1e-4 and cfg.classify.recipe("resnet")["lr"] == cfg.classify.lr
+    config = {"cell": {"classifier": "vgg16", "arm_id": "real"}, "epochs": 15, "lr": 1e-3, "weights": {},
+              "per_classifier": {"vgg16": cfg.classify.own_settings("vgg16")}, "seed": 0}
+    assert (trial_settings(config)["epochs"], trial_settings(config)["lr"]) == (3, 1e-4)
+    resnet = trial_settings({**config, "cell": {"classifier": "resnet", "arm_id": "real"}})
+    assert (resnet["epochs"], resnet["lr"]) == (15, 1e-3)
+    assert "vgg16: 3 passes, lr 0.0001" in recipe_note(cfg.classify)
+    with pytest.raises(ConfigError, match=r"per_classifier names \['vgg16'\]"):
+        load_config("pet", "smoke", overrides=["classify.per_classifier={vgg16: {epochs: 3}}"])
+    with pytest.raises(ConfigError, match=r"per_classifier.mobilenet sets \['classifiers'\]"):
+        load_config("pet", "smoke", overrides=["classify.per_classifier={mobilenet: {classifiers: []}}"])
+    with pytest.raises(ConfigError, match=r"per_classifier.mobilenet.epochs must be an integer"):
+        load_config("pet", "smoke", overrides=["classify.per_classifier={mobilenet: {epochs: many}}"])
 
 
 def test_oracle_rungs_the_held_out_pool_cannot_supply_are_dropped_before_training_with_the_numbers(smoke_arrays):
