@@ -83,8 +83,8 @@ class OnePositionHead(nn.Module):
     them up to 7 x 7, every position a copy, before the 7 x 7 fc1; the same output is fc1's weights
     summed over the kernel times the one vector, and autograd gives each weight the same gradient as
     through the copies. Saves a 25,088-wide matrix product forward and back (a VGG-16 step 1.14 s ->
-    0.93 s on one CPU thread, bench/results.md); any other input size takes timm's own path. The same submodules, so the
-    same state_dict keys and weights as timm's head."""
+    0.93 s on one CPU thread, bench/results.md); any other input size takes timm's own path. The same
+    submodules, so the same state_dict keys and weights as timm's head."""
 
     def __init__(self, head: nn.Module):
         super().__init__()
