@@ -11,7 +11,8 @@ patient-level statistics on the test split. Printed: each rung's test AUC and it
 scarce split with their intervals, each seed's AUC, the ratio of the largest rung's AUC to the
 scarce split's, the validation AUC after each pass (mean over seeds: what the training budget is
 chosen from; a budget at which the largest rung has not stopped improving cannot show what more
-data gives), and the ideal observer on the cohort's recorded nodule parameters (the ceiling).
+data gives), and the ideal observer on the cohort's recorded nodule parameters (what they allow; the
+images allow less).
 
 In `python -m bench`: yolov8, resnet and mobilenet, 3 seeds (about 2 minutes on 2 cores); VGG-16
 runs with `--classifiers vgg16` (about 6 minutes more).
@@ -103,7 +104,8 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
                 f"scarce training split (real only).{' ' + dropped if dropped else ''}"),
         rows=rows, tables={"validation AUC after each pass, mean over seeds": curves}, ratios=ratios,
         notes=[f"Ideal observer on the {len(pet_truth)} patients' recorded nodule parameters (logistic regression, "
-               f"5-fold): AUC {ideal_observer_auc(pet_truth):.3f}, the ceiling of what the images allow."])
+               f"5-fold): AUC {ideal_observer_auc(pet_truth):.3f}, what the parameters allow; the images, with their "
+               "noise and PET's resolution, allow less."])
 
 
 def main() -> None:
