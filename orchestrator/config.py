@@ -21,7 +21,6 @@ Modality = str  # a name in orchestrator.data.modalities.MODALITIES, checked whe
 # Each but full is a file search_spaces/<name>.yaml laid over the modality's own.
 PRESETS = ("full", "laptop", "smoke")
 SEARCH_DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-KEEP = ("best", "final")  # classify.keep: the best validation pass, or the last pass of the schedule
 
 
 class ConfigError(ValueError):
@@ -169,7 +168,7 @@ class ClassifyConfig:
     # the threshold). On a small validation split "best" picks noise: with 20 validation patients it kept
     # passes 1-3 of some seeds and let the seeds of one arm disagree more than the arms did
     # (bench/results.md, the learning curve).
-    keep: str = field(default="best", metadata=RECIPE)
+    keep: Literal["best", "final"] = field(default="best", metadata=RECIPE)
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
     bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
     bf16: bool = field(default=False, metadata=RECIPE)  # bf16 autocast, training and scoring (GPUs; CPU runs it)
@@ -196,7 +195,7 @@ class ClassifyConfig:
         return recipe
 
     def own_settings(self, classifier: str) -> dict[str, Any]:
-        """A classifier's recipe settings that differ from every other classifier's (checked, typed)."""
+        """The recipe settings a classifier has of its own (`per_classifier`), checked and typed."""
         recipe = self.recipe(classifier)
         return {name: recipe[name] for name in self.per_classifier.get(classifier, {})}
 
@@ -418,8 +417,6 @@ def _check_stage_settings(config: Config) -> None:
                           f"(known: {', '.join(MODALITIES)})")
     if config.data.roi_mm <= 0 or config.data.pixel_mm < 0 or config.data.slab_mm < 0:
         raise ConfigError("data.roi_mm must be positive, data.pixel_mm and data.slab_mm not negative")
-    if any(config.classify.recipe(c)["keep"] not in KEEP for c in ["", *config.classify.per_classifier]):
-        raise ConfigError(f"classify.keep must be one of {', '.join(KEEP)}")
     rungs = config.classify.oracle_rungs
     if any(r <= 0 for r in rungs) or rungs != sorted(set(rungs)):
         raise ConfigError(f"classify.oracle_rungs must be positive and increasing, got {rungs}")

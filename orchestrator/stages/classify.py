@@ -139,9 +139,11 @@ def recipe_note(c) -> str:
     if not own:
         return ""
     said = "; ".join(f"{name}: {_settings_words(settings)}" for name, settings in own.items())
+    changed = {key for settings in own.values() for key in settings}
+    others = _settings_words({key: value for key, value in c.recipe().items() if key in changed})
     shorter = [name for name, settings in own.items() if settings.get("epochs", c.epochs) < c.epochs]
     return (f" Classifiers with settings of their own (classify.per_classifier; every other classifier "
-            f"{_settings_words({k: c.recipe()[k] for k in {k for s in own.values() for k in s}})}): {said}."
+            f"{others}): {said}."
             + (f" {', '.join(shorter)} kept at its true architecture, trained for fewer optimiser steps because the "
                "full schedule does not fit this machine: its figures say less than the others'." if shorter else ""))
 

@@ -123,3 +123,9 @@ def test_the_ranking_metric_is_one_the_configured_fid_weights_report(overrides, 
     with pytest.raises(ConfigError, match=message):
         load_config("pet", "smoke", overrides=overrides)
     assert load_config("pet", "smoke", overrides=["search.metric=kid_mean"]).search.metric == "kid_mean"
+
+
+@pytest.mark.parametrize("override", ["classify.keep=last", "classify.per_classifier={mobilenet: {keep: last}}"])
+def test_keep_is_best_or_final_wherever_it_is_set(override):
+    with pytest.raises(ConfigError, match=r"must be one of \['best', 'final'\], got 'last'"):
+        load_config("pet", "smoke", overrides=[override])
