@@ -38,6 +38,7 @@ from orchestrator.sweep import phantom_folder, phantom_folder_name
 from orchestrator.tracking import (PARENT_TAG, REPRODUCES_TAG, STAGE_TAG, SWEEP_TAG, TRIAL_CONFIG, code_version,
                                    code_version_as, default_tracking_uri)
 from trainables.classify.loop import FINAL_METRICS
+from trainables.gan.evaluate import with_validation_features
 from trainables.system import SYSTEM_METRICS
 
 COMPARED = {"gan": GAN_METRICS - {"epoch_s", "images_per_s", *SYSTEM_METRICS}, "classify": set(FINAL_METRICS)}
@@ -156,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     warn_if_different("dataset fingerprint", parent.data.tags["dataset_fingerprint"], cohort.fingerprint)
     recorded_version = parent.data.tags.get("git_commit", "")
     warn_if_different("code version", recorded_version, code_version_as(recorded_version))
+    started = time.perf_counter()
+    if stage == "gan":  # the validation features as the sweep's driver extracted them, at its default threads
+        data = with_validation_features(trial, cohort.as_arrays())
     threads = int(run.data.tags.get("torch_threads", torch.get_num_threads()))
     torch.set_num_threads(threads)  # CPU reductions depend on it
 
-    started = time.perf_counter()
     if stage == "gan":
-        reproduced = rerun_gan(trial, cohort.as_arrays(), args.epochs or int(run.data.metrics["epoch"]))
+        reproduced = rerun_gan(trial, data, args.epochs or int(run.data.metrics["epoch"]))
     else:
         reproduced = rerun_classifier(client, parent_id, trial, cohort.as_arrays(), args.epochs)
     new_id = log_reproduction(client, run, reproduced, COMPARED[stage])

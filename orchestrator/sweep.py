@@ -261,23 +261,26 @@ class Stopwatch:
         return ", ".join(f"{step} {seconds:.0f} s" for step, seconds in self.laps.items())
 
 
-def log_fid_floor(cfg: Config, arrays: dict, tracker) -> dict:
-    """The real-vs-real FID floor on the parent run (and printed); {} with the reason when it cannot be
-    computed (e.g. a gan.fid_weights file that does not exist: the trials then fail with the same reason)."""
-    from trainables.gan.evaluate import fid_floor
+def fid_reference(cfg: Config, arrays: dict, tracker) -> tuple[dict, dict]:
+    """What the trials read (`arrays` with the validation split's FID features, extracted once here) and the
+    real-vs-real FID floor, logged on the parent run and printed. When the features cannot be extracted
+    (e.g. a gan.fid_weights file that does not exist) the arrays as they are and {}, with the reason: the
+    trials then fail with the same reason."""
+    from trainables.gan.evaluate import fid_floor, with_validation_features
 
     try:
-        floor = fid_floor(cfg.gan_settings(), arrays)
+        trial_data = with_validation_features(cfg.gan_settings(), arrays)
+        floor = fid_floor(cfg.gan_settings(), trial_data)
     except (OSError, ValueError) as err:
         print(f"FID floor not computed: {err}", file=sys.stderr)
         tracker.log_sweep_figures({}, tags={"fid_floor": f"not computed: {err}"[:4000]})
-        return {}
+        return arrays, {}
     tracker.log_sweep_figures({k: v for k, v in floor.items() if k != "fid_weights_sha256"},
                               tags={"fid_floor_weights_sha256": floor["fid_weights_sha256"]})
     print(f"FID floor (real vs real, {floor['floor_images']} training-pool slices of {floor['floor_patients']} "
           f"patients against the validation split): " + ", ".join(
               f"{k} {v:.4g}" for k, v in floor.items() if k.endswith("_floor")))
-    return floor
+    return trial_data, floor
 
 
 def execute(plan: SweepRecord, tracking_uri: str, storage: str, runs_dir: Path, address: str | None,
@@ -340,8 +343,8 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
 
     searched = sets = measured = None  # what each stage gave: its result is the next stage's input
     try:
-        data_ref = ray.put(arrays)  # once; every trial's workers read this copy
-        floor = log_fid_floor(cfg, arrays, tracker)
+        trial_data, floor = fid_reference(cfg, arrays, tracker)
+        data_ref = ray.put(trial_data)  # once; every trial's workers read this copy
         clock.lap("fid_floor")
         context = StageContext(cfg, arrays, data_ref, floor, tracker, storage, sweep_path, out_dir, resume)
         searched = gan.run(context)
