@@ -156,8 +156,9 @@ class ClassifyConfig:
     epochs: int = field(default=40, metadata=RECIPE)
     # classifier -> recipe settings of its own, e.g. {vgg16: {epochs: 6, lr: 1.0e-3}}: fewer passes for a
     # model too costly for this machine at the full schedule (kept at its true architecture, trained
-    # shorter), or the learning rate it trains at. Every arm of that classifier shares them; the report
-    # names them.
+    # shorter), or the learning rate it trains at; and `seeds` of its own, for a classifier cheap enough to
+    # train more often (an interval's seed term at 3 seeds is about twice that at 5). Every arm of that
+    # classifier shares them; the report names them.
     per_classifier: dict[str, dict] = field(default_factory=dict)
     batch_size: int = field(default=32, metadata=RECIPE)
     lr: float = field(default=1.0e-3, metadata=RECIPE)
@@ -180,11 +181,11 @@ class ClassifyConfig:
         """The training recipe a classifier's trials receive: the fields marked RECIPE, with that
         classifier's own settings (`per_classifier`) where it has some."""
         fields = {f.name: f for f in dataclasses.fields(self) if f.metadata.get("recipe")}
-        own = self.per_classifier.get(classifier, {})
+        own = {name: value for name, value in self.per_classifier.get(classifier, {}).items() if name != "seeds"}
         unknown = sorted(set(own) - set(fields))
         if unknown:
-            raise ConfigError(f"classify.per_classifier.{classifier} sets {unknown}: not recipe settings "
-                              f"(known: {', '.join(fields)})")
+            raise ConfigError(f"classify.per_classifier.{classifier} sets {unknown}: not recipe settings or seeds "
+                              f"(known: {', '.join(fields)}, seeds)")
         hints = typing.get_type_hints(type(self))
         recipe = {name: getattr(self, name) for name in fields}
         for name, value in own.items():
@@ -197,7 +198,17 @@ class ClassifyConfig:
     def own_settings(self, classifier: str) -> dict[str, Any]:
         """The recipe settings a classifier has of its own (`per_classifier`), checked and typed."""
         recipe = self.recipe(classifier)
-        return {name: recipe[name] for name in self.per_classifier.get(classifier, {})}
+        return {name: recipe[name] for name in self.per_classifier.get(classifier, {}) if name in recipe}
+
+    def seeds_of(self, classifier: str) -> list[int]:
+        """The seeds `classifier` trains with: its own (`per_classifier`) or `seeds`."""
+        own = self.per_classifier.get(classifier, {}).get("seeds")
+        if own is None:
+            return list(self.seeds)
+        try:
+            return _coerce(own, list[int])
+        except TypeError as err:
+            raise ConfigError(f"classify.per_classifier.{classifier}.seeds {err}") from None
 
 
 @dataclass(frozen=True)
@@ -398,6 +409,8 @@ def _check_stage_settings(config: Config) -> None:
                           f"({config.classify.classifiers}) does not train")
     for classifier in config.classify.per_classifier:
         config.classify.recipe(classifier)  # raises on a setting that is not in the recipe, or of the wrong type
+        if not config.classify.seeds_of(classifier):
+            raise ConfigError(f"classify.per_classifier.{classifier}.seeds is empty: give at least one seed")
     from orchestrator.data.modalities import MODALITIES  # the registries are the source of truth
     from trainables.classify.models import CLASSIFIER_REGISTRY
     from trainables.gan.models import GAN_REGISTRY

@@ -371,7 +371,7 @@ def forest_rows(summary: Utility) -> list[dict]:
 
 
 def seed_counts(summary: Utility) -> str:
-    """'3 seeds', or '2-3 seeds' where some trials failed."""
+    """'3 seeds', or '3-5 seeds' where classifiers have seeds of their own or some trials failed."""
     counts = sorted({len(a.seeds) for a in summary.arms})
     return f"{counts[0]} seed{'s' * (counts[-1] > 1)}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
 

@@ -79,6 +79,12 @@ def run(context: StageContext, sets: list) -> ClassifyResult:
     return ClassifyResult(results, failed, summary)
 
 
+def grid_trials(cfg: Config, set_names: list[str]) -> list[dict]:
+    """Every trial of the grid: each (classifier, arm) pair at each of that classifier's seeds."""
+    return [{**cell, "seed": seed} for cell in grid_cells(cfg, set_names)
+            for seed in cfg.classify.seeds_of(cell["classifier"])]
+
+
 def grid_cells(cfg: Config, set_names: list[str]) -> list[dict]:
     """Every (classifier, arm) pair of the grid; the TSTR proxy arm only for `tstr_classifier`."""
     c = cfg.classify
@@ -135,12 +141,13 @@ def trial_settings(config: dict) -> dict:
 
 def recipe_note(c) -> str:
     """What the report says of classifiers with recipe settings of their own (or '' if none)."""
-    own = {name: c.own_settings(name) for name in c.per_classifier}
+    own = {name: {**c.own_settings(name), **({"seeds": c.seeds_of(name)} if "seeds" in settings else {})}
+           for name, settings in c.per_classifier.items()}
     if not own:
         return ""
     said = "; ".join(f"{name}: {_settings_words(settings)}" for name, settings in own.items())
     changed = {key for settings in own.values() for key in settings}
-    others = _settings_words({key: value for key, value in c.recipe().items() if key in changed})
+    others = _settings_words({key: value for key, value in {**c.recipe(), "seeds": c.seeds}.items() if key in changed})
     shorter = [name for name, settings in own.items() if settings.get("epochs", c.epochs) < c.epochs]
     return (f" Classifiers with settings of their own (classify.per_classifier; every other classifier "
             f"{others}): {said}."
@@ -149,7 +156,8 @@ def recipe_note(c) -> str:
 
 
 def _settings_words(settings: dict) -> str:
-    return ", ".join(f"{value} passes" if key == "epochs" else f"{key} {value:g}" if isinstance(value, float)
+    return ", ".join(f"{value} passes" if key == "epochs" else f"{len(value)} seeds" if key == "seeds"
+                     else f"{key} {value:g}" if isinstance(value, float)
                      else f"{key} {value}" for key, value in sorted(settings.items()))
 
 
@@ -195,7 +203,10 @@ def resources_by_classifier(c) -> dict[str, tune.PlacementGroupFactory]:
 def build_tuner(cfg: Config, data_ref, synthetic_refs: dict, sweep_path: str, callbacks: list,
                 resume: bool) -> tune.Tuner:
     c = cfg.classify
-    grid = {"cell": tune.grid_search(grid_cells(cfg, list(synthetic_refs))), "seed": tune.grid_search(c.seeds)}
+    # A trial's seed is its cell's (classifiers may have seeds of their own), and a top-level key as well:
+    # what its MLflow run, reproduce and the results read
+    grid = {"cell": tune.grid_search(grid_trials(cfg, list(synthetic_refs))),
+            "seed": tune.sample_from(lambda spec: spec.config.cell["seed"])}
     param_space = {**c.recipe(), "weights": dict(c.weights),
                    "per_classifier": {name: c.own_settings(name) for name in c.per_classifier}, **grid}
     param_space["gpus"] = trial_resources(c)["gpu"]  # what the trial holds: it computes there or fails

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import fit_ladder, grid_cells, recipe_note, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, recipe_note, trial_settings
 from trainables.cohort import HELD_OUT, TRAIN
 
 
@@ -36,6 +36,21 @@ def test_a_classifiers_own_settings_apply_to_it_only_and_must_name_a_trained_cla
         load_config("pet", "smoke", overrides=["classify.per_classifier={mobilenet: {classifiers: []}}"])
     with pytest.raises(ConfigError, match=r"per_classifier.mobilenet.epochs must be an integer"):
         load_config("pet", "smoke", overrides=["classify.per_classifier={mobilenet: {epochs: many}}"])
+
+
+def test_a_classifier_with_seeds_of_its_own_trains_each_of_its_arms_at_each_of_them():
+    cfg = load_config("pet", "smoke", overrides=["classify.classifiers=[yolov8, resnet]", "classify.seeds=[0, 1]",
+                                                 "classify.per_classifier={yolov8: {seeds: [0, 1, 2, 3], epochs: 5}}"])
+    trials = grid_trials(cfg, ["cgan-1"])
+    seeds = {(t["classifier"], t["arm_id"]): [u["seed"] for u in trials if u["classifier"] == t["classifier"]
+                                              and u["arm_id"] == t["arm_id"]] for t in trials}
+    assert all(s == ([0, 1, 2, 3] if classifier == "yolov8" else [0, 1]) for (classifier, _), s in seeds.items())
+    assert list(seeds) == [(c["classifier"], c["arm_id"]) for c in grid_cells(cfg, ["cgan-1"])]  # TSTR too
+    assert cfg.classify.own_settings("yolov8") == {"epochs": 5}  # seeds are the grid's, not the recipe's
+    assert "yolov8: 5 passes, 4 seeds" in recipe_note(cfg.classify) and "2 seeds" in recipe_note(cfg.classify)
+    for seeds in ("[]", "[one]"):
+        with pytest.raises(ConfigError, match=r"per_classifier.yolov8.seeds"):
+            load_config("pet", "smoke", overrides=[f"classify.per_classifier={{yolov8: {{seeds: {seeds}}}}}"])
 
 
 def test_oracle_rungs_the_held_out_pool_cannot_supply_are_dropped_before_training_with_the_numbers(smoke_arrays):
