@@ -171,7 +171,7 @@ class ClassifyConfig:
     # (bench/results.md, the learning curve).
     keep: Literal["best", "final"] = field(default="best", metadata=RECIPE)
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
-    bootstrap_draws: int = 2000  # patient-level bootstrap of the test split (orchestrator/statistics.py)
+    bootstrap_draws: int = 10_000  # patient-level bootstrap of the test split (orchestrator/statistics.py: DRAWS)
     bf16: bool = field(default=False, metadata=RECIPE)  # bf16 autocast, training and scoring (GPUs; CPU runs it)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: resolved at the start: 0.25 (four trials per GPU) or 0

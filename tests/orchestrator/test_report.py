@@ -125,6 +125,20 @@ def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_noth
     assert "no arm is priced" in (tmp_path / "report.md").read_text()
 
 
+def test_the_controls_are_read_by_their_intervals_outside_the_holm_family(results):
+    """A permuted-label arm that gains as much as the synthetic one is named in the verdict; one that
+    gains nothing is not; neither costs the claims any power."""
+    gains = results[results.arm_id == "synthetic:cgan-1:0.5"].assign(arm_id="permuted:cgan-1:0.5")
+    none = results[results.arm_id == "real"].assign(arm_id="permuted:cgan-1:0.5")
+    for permuted, named in ((gains, True), (none, False)):
+        table = pd.concat([results, permuted], ignore_index=True)
+        summary = utility(table, min_patients_per_label=10, draws=500)
+        control = next(a for a in summary.arms if a.arm.kind == "permuted")
+        assert np.isnan(control.holm_p) and summary.family_size() == 1  # the synthetic arm alone
+        opening = verdict(SweepOutcome("pet-1", results=table, summary=summary))[0]
+        assert ("the permuted-label control gains over real only" in opening) == named
+
+
 def test_failed_trials_are_listed_with_their_reason(results, tmp_path):
     summary = utility(results, min_patients_per_label=10, draws=200)
     failed = pd.DataFrame([{"classifier": "resnet", "arm": "synthetic:cgan-1:2", "seed": 1,
