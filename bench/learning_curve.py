@@ -9,7 +9,7 @@ scarce training split (real only, the baseline) and on each oracle rung of the p
 split plus that many times its patients from the held-out ones), per seed; then the sweep's own
 patient-level statistics on the test split. Printed: each rung's test AUC and its gain over the
 scarce split with their intervals, each seed's AUC, the ratio of the largest rung's AUC to the
-scarce split's, the validation AUC after each pass (mean over seeds: what the training budget is
+scarce split's, the validation AUC at each validated pass (mean over seeds: what the training budget is
 chosen from; a budget at which the largest rung has not stopped improving cannot show what more
 data gives), and the ideal observer on the cohort's recorded nodule parameters (what they allow; the
 images allow less).
@@ -43,8 +43,8 @@ def one_trial(job: tuple) -> dict:
     torch.set_num_threads(1)  # a packed stage-3 trial's share
     settings, arrays = job
     curve = []
-    final = fit_classifier(settings, arrays, None, lambda m: curve.append(m.get("val_auc")) if "final" not in m
-                           else None)
+    final = fit_classifier(settings, arrays, None, lambda m: curve.append((m["epoch"], m.get("val_auc")))
+                           if "final" not in m else None)
     predictions = final["predictions"]
     return {"classifier": settings["classifier"], "arm_id": settings["arm_id"], "seed": settings["seed"],
             "threshold": predictions["threshold"], "degenerate": final["degenerate"],
@@ -89,9 +89,10 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
                      "test AUC": arm.metrics["roc_auc"].interval(), "gain over scarce": gain.interval() if gain else "",
                      "each seed's AUC": " ".join(f"{seed_auc(t):.2f}" for t in group.itertuples()),
                      "degenerate": arm.degenerate or "no"})
-        passes = np.array([t + [np.nan] * (max(map(len, group.val_curve)) - len(t)) for t in group.val_curve], float)
+        by_pass = pd.DataFrame([point for curve in group.val_curve for point in curve], columns=["pass", "auc"])
+        mean = by_pass.groupby("pass").auc.mean()
         curves.append({"classifier": arm.classifier, "arm": arm.arm_id,
-                       "validation AUC by pass": " ".join(f"{v:.2f}" for v in np.nanmean(passes, axis=0))})
+                       "validation AUC (pass: AUC)": " ".join(f"{n}: {v:.2f}" for n, v in mean.items())})
     for classifier in classifiers:
         auc = {a.arm_id: a.metrics["roc_auc"].value for a in summary.arms if a.classifier == classifier}
         ratios[f"{classifier}: largest rung / scarce test AUC"] = auc[arms[-1].id] / auc["real"]
@@ -102,7 +103,7 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
                 f"cohort and recipe, one thread per trial, {len(seeds)} seeds; the scarce split and each oracle rung "
                 f"({', '.join(a.title for a in arms[1:])}); test split {summary.cases.describe()}. Baseline: the "
                 f"scarce training split (real only).{' ' + dropped if dropped else ''}"),
-        rows=rows, tables={"validation AUC after each pass, mean over seeds": curves}, ratios=ratios,
+        rows=rows, tables={"validation AUC at each validated pass, mean over seeds": curves}, ratios=ratios,
         notes=[f"Ideal observer on the {len(pet_truth)} patients' recorded nodule parameters (logistic regression, "
                f"5-fold): AUC {ideal_observer_auc(pet_truth):.3f}, what the parameters allow; the images, with their "
                "noise and PET's resolution, allow less."])
