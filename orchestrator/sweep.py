@@ -261,6 +261,15 @@ class Stopwatch:
         return ", ".join(f"{step} {seconds:.0f} s" for step, seconds in self.laps.items())
 
 
+def seeds_tag(cfg: Config) -> str:
+    """Every seed of the sweep, one tag: `data=0 gan=0 search=0 synth=0 classify=[0, 1, 2] yolov8=[0, ..., 4]`
+    (the last for each classifier with seeds of its own)."""
+    own = "".join(f" {name}={cfg.classify.seeds_of(name)}" for name, settings in cfg.classify.per_classifier.items()
+                  if "seeds" in settings)
+    return (f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} synth={cfg.synth.seed} "
+            f"classify={cfg.classify.seeds}{own}")
+
+
 def fid_reference(cfg: Config, arrays: dict, tracker) -> tuple[dict, dict]:
     """What the trials read (`arrays` with the validation split's FID features, extracted once here) and the
     real-vs-real FID floor, logged on the parent run and printed. When the features cannot be extracted
@@ -331,8 +340,7 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
                            spool=out_dir / "mlflow_spool")
     tracker.start_sweep(sweep_id, params=filtered_params(cfg), tags={
         "dataset_fingerprint": cohort.fingerprint, "preset": plan.preset, "sweep_path": sweep_path,
-        "stages": ",".join(stages), "seeds": f"data={cfg.data.seed} gan={cfg.gan.seed} search={cfg.search.seed} "
-                                             f"synth={cfg.synth.seed} classify={cfg.classify.seeds}"})
+        "stages": ",".join(stages), "seeds": seeds_tag(cfg)})
     tracker.log_sweep_dict(cfg.to_dict(), "config.yaml")  # the whole config, as a file a user can reuse
     tracker.log_sweep_dict(cfg.search.space, "search_space.json")
     tracker.log_dataset(cohort_dataset(arrays, cohort.fingerprint, cfg.data.modality))

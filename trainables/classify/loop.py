@@ -12,8 +12,9 @@ scale; without it VGG-16 and MobileNet gave flat scores on 32 px PET crops), Ada
 schedule over the steps, and either (`keep` "best") validation after every pass (an "epoch" in
 the reports) and early stopping on validation ROC-AUC (`patience` epochs) with the best epoch's
 weights kept, or (`keep` "final") the whole schedule with the last epoch's weights kept, validated
-after about `FINAL_VALIDATIONS` evenly spaced passes and the last. An epoch whose validation scores are degenerate (constant, or AUC not above chance)
-is never kept while a non-degenerate one exists; a run with none is reported `degenerate`. The
+after about `FINAL_VALIDATIONS` evenly spaced passes and the last. An epoch whose validation
+scores are degenerate (constant, or AUC not above chance) is never kept while a non-degenerate
+one exists; a run with none is reported `degenerate`. The
 decision threshold is fixed on the validation split (Youden's J); the test split is scored once,
 at the end, with that model and threshold, and steers nothing. Validation and test sets are
 built from real slices only, and the provenance of every training image is checked before
