@@ -371,9 +371,9 @@ def forest_rows(summary: Utility) -> list[dict]:
             for a in summary.arms if a.deltas]
 
 
-def seed_counts(summary: Utility) -> str:
+def seed_counts(arms: list) -> str:
     """'3 seeds', or '3-5 seeds' where classifiers have seeds of their own or some trials failed."""
-    counts = sorted({len(a.seeds) for a in summary.arms})
+    counts = sorted({len(a.seeds) for a in arms})
     return f"{counts[0]} seed{'s' * (counts[-1] > 1)}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
 
 
@@ -446,7 +446,7 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
     rows = forest_rows(summary)
     if rows:
         path = out_dir / "forest.png"
-        plot_forest(rows, path, f"{summary.cases.describe()}; {seed_counts(summary)} per arm")
+        plot_forest(rows, path, f"{summary.cases.describe()}; {seed_counts(summary.arms)} per arm")
         files.append(path)
         blocks += [("h3", "Each arm against real only"), ("image", path.name),
                    ("p", "Points: the seed mean on the whole test split; bars: 95 % patient-bootstrap intervals. "
@@ -487,7 +487,7 @@ def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) ->
         path = out_dir / f"learning_curve_{classifier}.png"
         plot_learning_curve([{"patients": n, "auc": e.value, "low": e.low, "high": e.high}
                              for n, e in zip(patients, curve)], points, path,
-                            f"{classifier}: {summary.cases.describe()}; {seed_counts(summary)} per point"
+                            f"{classifier}: {summary.cases.describe()}; {seed_counts(arms)} per point"
                             + ("" if priced else "; the oracle gains nothing beyond its interval, so no arm is priced"))
         files.append(path)
         blocks += [("h3", f"What the synthetic images are worth in real patients, {classifier}"), ("image", path.name),
