@@ -44,9 +44,9 @@ from trainables.cohort import LABEL_NAMES
 logger = logging.getLogger(__name__)
 
 INCEPTION_SIZE = 299  # the TF-FID Inception's input size; its last pool is a fixed 8x8 window
-# On a CPU the Inception pass at 299 px runs fastest on a few channels-last images at a time (1.7x over
-# 64 contiguous ones, on one thread and on two: bench/results.md, metric cost); the features differ by
-# float rounding only (about 1e-5 of their scale). A GPU takes 64 at a time.
+# On a CPU the Inception pass at 299 px runs fastest on a few channels-last images at a time (about 1.6x
+# over 64 contiguous ones, on one thread and on two: bench/results.md, metric cost); the features differ
+# by float rounding only (2e-6 on features of scale 6). A GPU takes 64 at a time.
 CPU_FEATURE_BATCH = 8
 # sha256 of weight files known to hold the standard TF-FID InceptionV3 (graph 2015-12-05).
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"  # default_1.pt, 0.1.3
