@@ -9,7 +9,7 @@ sweep's own patient-level statistics. Measured (bench/results.md, the learning c
 at 100 optimiser steps, 3 seeds, 0.74 against 0.93, gain +0.19 [0.09, 0.29]; YOLOv8 at 200 steps,
 5 seeds, 0.80 against 0.92, gain +0.12 [0.04, 0.21].
 
-What this does not show: VGG-16 and MobileNetV3 at their laptop budgets (12 and 80 steps, 3 seeds)
+What this does not show: VGG-16 and MobileNetV3 at their laptop budgets (12 and 40 steps, 3 seeds)
 do not see the gain: the task takes them more steps or seeds than the default run can give on 2
 cores (bench/results.md).
 """
