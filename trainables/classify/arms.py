@@ -190,8 +190,8 @@ for _kind in (
     ArmKind("synthetic", _with_synthetic, uses_set=True, uses_ratio=True, role="GAN augmentation", colour="tab:blue",
             placed_on_curve=True, trains_on="training split + synthetic {ratio:g}x"),
     # The controls check the instrument and claim nothing about augmentation, so they stay out of the family
-    # too: in it, the laptop's 12 control comparisons beside 8 claims made Holm multiply every p by up to 20,
-    # and at 3 seeds no p goes much below 0.003. They are read by their intervals (orchestrator/report.py).
+    # too: in it, the laptop's 12 control comparisons beside 8 claims would make Holm multiply a p by up to
+    # 20, and at 3 seeds no p goes much below 0.003. They are read by their intervals (orchestrator/report.py).
     ArmKind("permuted", _with_synthetic, uses_set=True, uses_ratio=True, role="negative control",
             colour="tab:purple", compared=False, trains_on="training split + synthetic {ratio:g}x, labels permuted"),
     ArmKind("oracle", _oracle, uses_set=False, uses_ratio=True, role="positive control", colour="tab:green",
