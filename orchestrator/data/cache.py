@@ -4,6 +4,8 @@ Layout of one entry, `<cache_dir>/cohorts/<key>/`:
   images.npy (N, S, S) float16 in [0, 1]   labels.npy (N,) int8: 0 benign, 1 malignant
   patients.npy (N,) int32: index into meta["patients"] (salted pseudonyms)
   split.npy (N,) int8: 0 train, 1 val, 2 test, 3 held out   meta.json   ingest_report.json
+  draw_order.npy (N,) int32: the patient's rank in a seeded order of raw patient keys (the same on
+    every machine, unlike the codes): the order trials draw patients in
   crops.json: per sample, where its crop came from (nodule crops only; no identifiers)
 
 The key hashes every input file's relative path, size and mtime, the label table's bytes
@@ -27,7 +29,7 @@ import numpy as np
 from orchestrator.config import DataConfig
 from trainables.cohort import SPLITS
 
-CACHE_FORMAT = 2  # 2: nodule crops and their provenance
+CACHE_FORMAT = 3  # 2: nodule crops and their provenance; 3: the draw order
 # The settings that change what ingest produces: every DataConfig field but these, so a field added
 # later keys the cache until it is listed here (a needless re-ingest, never a stale cohort).
 NOT_PREPROCESSING = ("cache_dir", "phantom_patients", "phantom_slices", "phantom_size")
@@ -42,6 +44,7 @@ class Cohort:
     labels: np.ndarray
     patients: np.ndarray
     split: np.ndarray
+    draw_order: np.ndarray
     meta: dict
     path: Path  # the cache entry folder
     from_cache: bool
@@ -54,7 +57,7 @@ class Cohort:
     def as_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays for `ray.put`: what a trial needs, with no identifiers."""
         return {"images": np.asarray(self.images), "labels": self.labels,
-                "patients": self.patients, "split": self.split}
+                "patients": self.patients, "split": self.split, "draw_order": self.draw_order}
 
     @property
     def fingerprint(self) -> str:
@@ -91,6 +94,7 @@ def load_cohort(entry: Path) -> Cohort | None:
         labels=np.load(entry / "labels.npy"),
         patients=np.load(entry / "patients.npy"),
         split=np.load(entry / "split.npy"),
+        draw_order=np.load(entry / "draw_order.npy"),
         meta=meta,
         path=entry,
         from_cache=True,

@@ -26,7 +26,7 @@ from orchestrator.data.labels import LabelTable
 from orchestrator.data.lidc import annotation_kind
 from orchestrator.data.nodules import read_nodule_table
 from orchestrator.data.samples import Outcome, Sample, pseudonym, read_images
-from orchestrator.data.split import hold_out_training, split_patients
+from orchestrator.data.split import draw_order, hold_out_training, split_patients
 from trainables.cohort import LABEL_NAMES, SPLITS
 
 
@@ -195,11 +195,13 @@ def _assemble(data_dir: Path, samples: list[Sample], tables: list[Path], outcome
     # Split on the raw IDs (not the salted pseudonyms) so the split is the same on every machine.
     assignment = hold_out_training(split_patients(patient_label, cfg.split, cfg.seed), patient_label,
                                    cfg.train_fraction, cfg.seed)
+    order = draw_order(list(patient_label), cfg.seed)
     arrays = {
         "images": np.stack([s.image for s in samples]).astype(np.float16),
         "labels": np.array([s.label for s in samples], np.int8),
         "patients": np.array([index[pseudonym(s.patient_id, salt)] for s in samples], np.int32),
         "split": np.array([assignment[s.patient_id] for s in samples], np.int8),
+        "draw_order": np.array([order[s.patient_id] for s in samples], np.int32),
     }
     meta = {
         "fingerprint": _content_fingerprint(data_dir, outcomes, samples, tables),

@@ -67,3 +67,14 @@ def hold_out_training(assignment: dict[str, int], patient_labels: dict[str, int]
             if rank >= keep:
                 result[train[index]] = HELD_OUT
     return result
+
+
+def draw_order(patients: list[str], seed: int) -> dict[str, int]:
+    """Each patient's rank in a seeded order of the raw patient keys: the order in which trials draw
+    patients from a pool (an oracle rung takes the first of the held-out ones). The patient codes
+    index salted pseudonyms, so drawing in code order would pick other patients on another machine;
+    this rank, like the split, is the same on every machine, and being a seeded shuffle it does not
+    follow how the patients happen to be named."""
+    keys = sorted(set(patients))
+    rng = np.random.default_rng([seed, 2])  # a stream of its own: the split and hold-out do not move
+    return {keys[index]: rank for rank, index in enumerate(rng.permutation(len(keys)))}

@@ -247,13 +247,17 @@ def patient_labels(patients: np.ndarray, labels: np.ndarray) -> dict:
 
 def oracle_patients(data: Mapping[str, np.ndarray], multiple: float, seed: int) -> np.ndarray:
     """The held-out patients an oracle rung adds: round(`multiple` x the training split's patients) of
-    each label, the first of a seeded order of the held-out pool (so a larger rung holds a smaller one's)."""
+    each label, the first of a seeded order of the held-out pool (so a larger rung holds a smaller one's).
+    The pool is ranked by the cohort's draw order before the seed shuffles it, not by patient code: the
+    codes follow salted pseudonyms, so on another machine they would pick other patients."""
     split, patients = np.asarray(data["split"]), np.asarray(data["patients"])
     label_of = patient_labels(patients, np.asarray(data["labels"]))
+    rank = dict(zip(patients.tolist(), np.asarray(data["draw_order"]).tolist()))
     chosen = []
     for label in (0, 1):
         n_train = sum(1 for p in np.unique(patients[split == TRAIN]) if label_of[p] == label)
-        pool = np.array([p for p in np.unique(patients[split == HELD_OUT]) if label_of[p] == label])
+        pool = np.array(sorted((p for p in np.unique(patients[split == HELD_OUT]) if label_of[p] == label),
+                               key=rank.__getitem__), dtype=patients.dtype)
         need = round(multiple * n_train)
         if need > len(pool):
             raise ValueError(f"the oracle rung {multiple:g}x needs {need} held-out patients of label {label} "

@@ -14,7 +14,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 
 from orchestrator.data.ingest import IngestError, format_summary, ingest
-from trainables.cohort import SPLITS, VAL
+from trainables.classify.arms import HELD_OUT_REAL, Arm, training_set
+from trainables.cohort import HELD_OUT, SPLITS, VAL
 from orchestrator.ingest import main as ingest_main
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -273,6 +274,20 @@ def test_split_is_stable_for_the_same_inputs_and_seed(phantom_dir, tmp_path, dat
     assert not np.array_equal(first.split, other_seed.split)
 
 
+def test_an_oracle_rung_draws_the_same_patients_on_any_machine(phantom_dir, tmp_path, data_cfg):
+    """Another cache has another pseudonym salt, so other patient codes in another order: the rung must
+    still add the same patients (their images), as `reproduce` elsewhere needs."""
+    scarce = replace(data_cfg, train_fraction=0.5)
+    here, there = (ingest(phantom_dir, replace(scarce, cache_dir=str(tmp_path / name))).as_arrays()
+                   for name in ("here", "there"))
+    for seed in range(4):
+        added = [sorted(x[source == HELD_OUT_REAL].flatten(1).sum(1).tolist())
+                 for x, _, source in (training_set(Arm("oracle", ratio=0.5), arrays, None, seed)
+                                      for arrays in (here, there))]
+        assert added[0] == added[1] and 0 < len(added[0]) < int((here["split"] == HELD_OUT).sum())
+    np.testing.assert_array_equal(np.sort(here["draw_order"]), np.sort(there["draw_order"]))
+
+
 def test_split_keeps_each_patient_in_one_set_with_both_labels_everywhere(phantom_dir, data_cfg):
     cohort = ingest(phantom_dir, data_cfg)
     for patient in np.unique(cohort.patients):
@@ -320,6 +335,6 @@ def test_id_salt_is_private_to_its_owner(phantom_dir, data_cfg):
 
 def test_cohort_arrays_carry_no_strings(phantom_dir, data_cfg):
     arrays = ingest(phantom_dir, data_cfg).as_arrays()
-    assert set(arrays) == {"images", "labels", "patients", "split"}
+    assert set(arrays) == {"images", "labels", "patients", "split", "draw_order"}
     assert all(a.dtype.kind in "fiu" for a in arrays.values())
 
