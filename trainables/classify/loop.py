@@ -29,7 +29,6 @@ bf16 autocast when `cfg["bf16"]`; the final report says which device it ran on.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -112,13 +111,13 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
                 "steps": steps, "val_degenerate": int(bool(degenerate)), **system.sample()})
         loss_sum, since_report = torch.zeros((), device=device), 0
         if better_candidate(val_auc, degenerate, best, final=keep_final):
-            best = {"val_auc": val_auc, "epoch": epoch, "state": copy.deepcopy(model.state_dict()),
-                    "degenerate": degenerate}
+            best = {"val_auc": val_auc, "epoch": epoch, "state": snapshot(model, best["state"]),
+                    "degenerate": degenerate, "val_scores": val_scores}
         elif not keep_final and not best["degenerate"] and epoch - best["epoch"] >= cfg["patience"]:
             break  # early stopping on validation AUC (only once a non-degenerate epoch is kept)
 
     model.load_state_dict(best["state"])
-    threshold = youden_threshold(predict(model, x_val, cfg["batch_size"], precision), y_val)
+    threshold = youden_threshold(best["val_scores"], y_val)
     test_scores = predict(model, x_test, cfg["batch_size"], precision)
     test = classification_metrics(y_test, test_scores, threshold)
     fpr, tpr, _ = binary_roc(test_scores, y_test)
@@ -153,6 +152,18 @@ class Standardise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights and buffers, written into `into`'s tensors when given: a fresh copy
+    of VGG-16's 134 M weights at every validated pass took 0.2-0.4 s, mostly the new memory's first touch;
+    copying into the same tensors again takes 0.08 s."""
+    state = model.state_dict()
+    if into is None:
+        return {name: tensor.detach().clone() for name, tensor in state.items()}
+    for name, tensor in state.items():
+        into[name].copy_(tensor)
+    return into
 
 
 def better_candidate(val_auc: float, degenerate: str, best: dict, final: bool = False) -> bool:

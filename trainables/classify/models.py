@@ -124,7 +124,15 @@ def resnet(weights: str) -> nn.Module:
 
 @register_classifier("mobilenet")
 def mobilenet(weights: str) -> nn.Module:
-    return _timm("mobilenetv3_small_100", weights)
+    return channels_last(_timm("mobilenetv3_small_100", weights))
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """The model's weights in channels-last layout, which oneDNN's convolutions then keep throughout (a
+    one-channel input is the same in both layouts). Measured on one CPU thread at 32 px, batch 32
+    (`python -m bench.classifier_step`): MobileNetV3's step 1.5x faster, YOLOv8's 1.03-1.1x; ResNet-18's
+    and VGG-16's 0.75-0.8x, so they keep the default layout."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def _timm(model_name: str, weights: str) -> nn.Module:
@@ -148,7 +156,7 @@ def yolov8(weights: str) -> nn.Module:
         # the classification head has another class count; keep only what fits
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
-    return _Logits(model)
+    return channels_last(_Logits(model))
 
 
 class _Logits(nn.Module):

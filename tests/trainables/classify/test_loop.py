@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
 from trainables.classify.arms import (
@@ -16,7 +17,7 @@ from trainables.classify.arms import (
     real_patients,
     training_set,
 )
-from trainables.classify.loop import batch_indices, better_candidate, fit_classifier
+from trainables.classify.loop import batch_indices, better_candidate, fit_classifier, snapshot
 from trainables.cohort import HELD_OUT, TEST, TRAIN
 
 
@@ -175,6 +176,19 @@ def test_a_degenerate_round_is_never_kept_over_a_non_degenerate_one():
     # keeping the final pass: any later non-degenerate pass replaces the kept one, a degenerate one never does
     assert better_candidate(0.5, "", {**kept, "degenerate": ""}, final=True)
     assert not better_candidate(0.45, "validation AUC 0.450 not above chance", {**kept, "degenerate": ""}, final=True)
+
+
+def test_a_kept_state_is_a_copy_that_later_training_does_not_change_and_is_rewritten_in_place():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    kept = snapshot(model, None)
+    first = {name: tensor.clone() for name, tensor in kept.items()}
+    model(torch.randn(8, 1, 5, 5)).sum().backward()  # moves the batch-norm buffers
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    assert all(torch.equal(kept[name], first[name]) for name in first)
+    assert snapshot(model, kept) is kept
+    assert all(torch.equal(kept[name], tensor) for name, tensor in model.state_dict().items())
+    assert not torch.equal(kept["1.running_mean"], first["1.running_mean"])
 
 
 def test_keeping_the_final_pass_runs_the_whole_schedule_and_ends_with_its_last_pass(smoke_arrays):
