@@ -20,7 +20,6 @@ runs with `--classifiers vgg16` (about 6 minutes more).
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 from bench.common import Section, phantom_arrays
 from orchestrator.config import load_config
-from orchestrator.data.phantom import ideal_observer_auc, truth_path
+from orchestrator.data.phantom import recorded_ceiling
 from orchestrator.stages.classify import fit_ladder
 from orchestrator.statistics import utility
 from orchestrator.sweep import phantom_folder
@@ -69,7 +68,7 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("pet", "laptop", overrides=[f"data.cache_dir={Path(tmp) / 'cache'}", *overrides])
         arrays = phantom_arrays(cfg)
-        truth = list(csv.DictReader(truth_path(phantom_folder(cfg)).open()))
+        ceiling = recorded_ceiling(phantom_folder(cfg), cfg.data.modality)
     cfg, dropped = fit_ladder(cfg, arrays)
     c = cfg.classify
     arms = [Arm("real"), *(Arm("oracle", ratio=rung) for rung in c.oracle_rungs)]
@@ -96,7 +95,6 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
     for classifier in classifiers:
         auc = {a.arm_id: a.metrics["roc_auc"].value for a in summary.arms if a.classifier == classifier}
         ratios[f"{classifier}: largest rung / scarce test AUC"] = auc[arms[-1].id] / auc["real"]
-    pet_truth = [{k: r[k] for k in r if k not in ("series_uid", "modality")} for r in truth if r["modality"] == "pet"]
     return Section(
         title="Stage 3: the oracle's learning curve of each classifier at the laptop recipe",
         method=(f"`python -m bench.learning_curve`: stage 3's training (`fit_classifier`) on the laptop preset's "
@@ -104,9 +102,7 @@ def learning_curve(classifiers: list[str], epochs: int | None, seeds: list[int],
                 f"({', '.join(a.title for a in arms[1:])}); test split {summary.cases.describe()}. Baseline: the "
                 f"scarce training split (real only).{' ' + dropped if dropped else ''}"),
         rows=rows, tables={"validation AUC at each validated pass, mean over seeds": curves}, ratios=ratios,
-        notes=[f"Ideal observer on the {len(pet_truth)} patients' recorded nodule parameters (logistic regression, "
-               f"5-fold): AUC {ideal_observer_auc(pet_truth):.3f}, what the parameters allow; the images, with their "
-               "noise and PET's resolution, allow less."])
+        notes=[f"The ceiling: {ceiling.describe()}."])
 
 
 def main() -> None:

@@ -45,10 +45,12 @@ def plot_roc(curves: dict[str, dict], path: Path, title: str = "") -> None:
     _save(fig, path)
 
 
-def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: str = "") -> None:
+def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: str = "",
+                        ceiling: float | None = None) -> None:
     """The oracle's learning curve (test AUC against real training patients, a band from its intervals)
     and each arm at its worth: curve [{"patients", "auc", "low", "high"}] by patients; arms [{"label",
-    "kind", "patients", "auc", "low", "high"}], "low" / "high" the worth interval in patients (nan: none)."""
+    "kind", "patients", "auc", "low", "high"}], "low" / "high" the worth interval in patients (nan: none);
+    `ceiling`: the ideal observer's AUC, where the cohort records what it would see."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.set_title(title, fontsize=8, wrap=True)
     x = [c["patients"] for c in curve]
@@ -57,6 +59,9 @@ def plot_learning_curve(curve: list[dict], arms: list[dict], path: Path, title: 
                     label="oracle, 95 % interval")
     ax.plot(x, [c["auc"] for c in curve], "o-", color=oracle, label="oracle (more real patients)")
     ax.axvline(x[0], color="grey", linestyle=":", label=f"scarce set ({x[0]:.0f} patients)")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="black", linestyle="--", linewidth=1,
+                   label=f"ideal observer on the recorded parameters ({ceiling:.2f})")
     for arm in arms:
         colour = ARM_KINDS[arm["kind"]].colour
         xerr = None if math.isnan(arm["low"]) else [[arm["patients"] - arm["low"]], [arm["high"] - arm["patients"]]]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from orchestrator.data.phantom import Ceiling
 from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plot_roc, plot_validation_curves
 from orchestrator.ranking import best_per_architecture
 from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
@@ -124,16 +125,17 @@ class SweepOutcome:
     test_note: str = ""
     caveats: list[str] = field(default_factory=list)  # train fraction, shortened schedules
     evaluation: str = ""  # what each stage-1 validation figure rests on (images, patients, slices)
+    ceiling: Ceiling | None = None  # the ideal observer, where the cohort records its nodules' parameters
 
     @classmethod
     def of(cls, sweep_id: str, searched: GanResult | None, sets: list[SyntheticSet] | None,
            measured: ClassifyResult | None, floor: dict, test_note: str, caveats: list[str],
-           evaluation: str) -> SweepOutcome:
+           evaluation: str, ceiling: Ceiling | None = None) -> SweepOutcome:
         """From what each stage's `run` returned (None for a stage that did not run)."""
         return cls(sweep_id, searched.table if searched else None, searched.curves if searched is not None else [],
                    floor, sets or [], measured.results if measured else None,
                    measured.summary if measured is not None else None,
-                   measured.failed if measured is not None else None, test_note, caveats, evaluation)
+                   measured.failed if measured is not None else None, test_note, caveats, evaluation, ceiling)
 
     def best_generators(self) -> pd.DataFrame | None:
         if self.gan_table is None or not len(self.gan_table):
@@ -451,7 +453,7 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
         blocks += [("h3", "Each arm against real only"), ("image", path.name),
                    ("p", "Points: the seed mean on the whole test split; bars: 95 % patient-bootstrap intervals. "
                          "Grey: degenerate, not interpreted. *: survives Holm's correction.")]
-    blocks += learning_curve_blocks(summary, out_dir, files)
+    blocks += learning_curve_blocks(summary, out_dir, files, outcome.ceiling)
     blocks += [("h3", "Tables 3-4"), *[("p", line) for line in conclusions(summary)], ("table", table)]
     degenerate = degenerate_trials(results)
     if len(degenerate):
@@ -472,8 +474,10 @@ def utility_blocks(outcome: SweepOutcome, out_dir: Path, files: list[Path]) -> l
     return blocks
 
 
-def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) -> list[tuple[str, object]]:
-    """Per classifier with an oracle ladder: its learning curve with every synthetic and classic arm at its worth."""
+def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path],
+                          ceiling: Ceiling | None = None) -> list[tuple[str, object]]:
+    """Per classifier with an oracle ladder: its learning curve with every synthetic and classic arm at its worth,
+    and the ideal observer's AUC where the cohort records its nodules' parameters."""
     blocks: list[tuple[str, object]] = []
     for classifier, arms in by_classifier(summary).items():
         patients, curve = learning_curve(arms)
@@ -488,12 +492,14 @@ def learning_curve_blocks(summary: Utility, out_dir: Path, files: list[Path]) ->
         plot_learning_curve([{"patients": n, "auc": e.value, "low": e.low, "high": e.high}
                              for n, e in zip(patients, curve)], points, path,
                             f"{classifier}: {summary.cases.describe()}; {seed_counts(arms)} per point"
-                            + ("" if priced else "; the oracle gains nothing beyond its interval, so no arm is priced"))
+                            + ("" if priced else "; the oracle gains nothing beyond its interval, so no arm is priced"),
+                            ceiling.auc if ceiling else None)
         files.append(path)
         blocks += [("h3", f"What the synthetic images are worth in real patients, {classifier}"), ("image", path.name),
                    ("p", "Green: test AUC with more real training patients (held-out patients added to the scarce "
                          "set). Each arm sits where that curve reaches its AUC; its bar is the 95 % interval of that "
-                         "place, from the same patient draws (at an end of the curve it is open there).")]
+                         "place, from the same patient draws (at an end of the curve it is open there)."
+                         + (f" Dashed, the ceiling: {ceiling.describe()}." if ceiling else ""))]
     return blocks
 
 

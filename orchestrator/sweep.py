@@ -26,7 +26,7 @@ from orchestrator.config import PRESETS, Config, ConfigError, load_config
 from orchestrator.data.ingest import IngestError, format_summary, ingest
 from orchestrator.data.labels import LabelError
 from orchestrator.data.modalities import MODALITIES
-from orchestrator.data.phantom import write_phantom_cohort
+from orchestrator.data.phantom import recorded_ceiling, write_phantom_cohort
 from orchestrator.data.split import SplitError
 from orchestrator.mlflow_writes import unreachable_reason
 from orchestrator.stages import STAGES
@@ -363,8 +363,11 @@ def run_stages(plan: SweepRecord, cohort, tracking_uri: str, storage: str, runs_
         if sets and "classify" in stages:
             measured = classify.run(context, sets)
             clock.lap("classify")
+        ceiling = recorded_ceiling(plan.data_dir, cfg.data.modality)
+        if ceiling is not None:
+            tracker.log_sweep_figures({"ideal_observer_auc": ceiling.auc})
         outcome = SweepOutcome.of(sweep_id, searched, sets, measured, floor, TEST_NOTE, caveats(cfg, arrays),
-                                  evaluation_note(cfg, arrays))
+                                  evaluation_note(cfg, arrays), ceiling)
         for path in write_report(out_dir, outcome):
             tracker.log_sweep_file(path, "report")
         archs = list(best_per_architecture(searched.table).arch) if searched else []

@@ -326,6 +326,30 @@ def ideal_observer_auc(rows: list[dict], folds: int = 5, seed: int = 0) -> float
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """An ideal observer's test of a cohort: AUC on the nodule parameters recorded beside it."""
+    auc: float
+    patients: int
+
+    def describe(self) -> str:
+        return (f"an ideal observer on the {self.patients} patients' recorded nodule parameters (logistic regression, "
+                f"5-fold) reaches AUC {self.auc:.3f}: what those parameters allow; the images, with their noise and "
+                "resolution, allow less")
+
+
+def recorded_ceiling(folder: Path, modality: str) -> Ceiling | None:
+    """The ideal observer on the parameters recorded beside the cohort `folder` (`truth_path`) for its
+    `modality` series, or None where none are recorded (a user's own cohort)."""
+    path = truth_path(folder)
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        rows = [{k: v for k, v in row.items() if k not in ("series_uid", "modality")}
+                for row in csv.DictReader(fh) if row["modality"] == modality]
+    return Ceiling(ideal_observer_auc(rows), len(rows)) if rows else None
+
+
 def slice_cross_sections(p: Patient, slices: int) -> list[tuple[float, float]]:
     """(z offset in mm, nodule radius scale) for `slices` slices through the nodule centre."""
     half = (slices - 1) / 2

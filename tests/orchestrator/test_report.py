@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from orchestrator.data.phantom import Ceiling
 from orchestrator.report import SweepOutcome, conclusions, findings, reach, utility_table, verdict, write_report
 from orchestrator.statistics import utility
 from browser import rendered_dom, screenshot
@@ -123,6 +124,19 @@ def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_noth
     write_report(tmp_path, outcome)  # the figure draws the flat curve alone, and says why
     assert (tmp_path / "learning_curve_resnet.png").stat().st_size > 10_000
     assert "no arm is priced" in (tmp_path / "report.md").read_text()
+
+
+def test_the_learning_curve_shows_the_ideal_observer_where_the_cohort_records_its_nodules(results, tmp_path):
+    ladder = with_ladder(results, top_separation=0.9)
+    summary = utility(ladder, min_patients_per_label=10, draws=500)
+    for name in ("with", "without"):
+        (tmp_path / name).mkdir()
+    write_report(tmp_path / "with", SweepOutcome("pet-1", results=ladder, summary=summary, ceiling=Ceiling(0.93, 200)))
+    said = (tmp_path / "with" / "report.md").read_text()
+    assert "Dashed, the ceiling: an ideal observer on the 200 patients' recorded nodule parameters" in said
+    assert "reaches AUC 0.930" in said
+    write_report(tmp_path / "without", SweepOutcome("pet-1", results=ladder, summary=summary))
+    assert "ideal observer" not in (tmp_path / "without" / "report.md").read_text()
 
 
 def test_the_controls_are_read_by_their_intervals_outside_the_holm_family(results):

@@ -11,6 +11,7 @@ from orchestrator.data.phantom import (
     F18_HALF_LIFE_S,
     ideal_observer_auc,
     make_patients,
+    recorded_ceiling,
     nodule_parameters,
     truth_path,
     write_phantom_cohort,
@@ -114,6 +115,15 @@ def test_an_ideal_observer_on_the_recorded_parameters_is_the_ceiling_and_size_an
     assert ideal_observer_auc(rows) > 0.95
     size_and_uptake = ideal_observer_auc([{k: r[k] for k in ("diameter_mm", "suv_max", "label")} for r in rows])
     assert size_and_uptake < 0.8  # a straight rule on size and uptake misses the subtypes
+
+
+def test_the_ceiling_is_read_from_the_parameters_beside_the_cohort_for_its_modality(phantom_dir, tmp_path):
+    rows = list(csv.DictReader(truth_path(phantom_dir).open()))
+    pet = [{k: v for k, v in r.items() if k not in ("series_uid", "modality")} for r in rows if r["modality"] == "pet"]
+    ceiling = recorded_ceiling(phantom_dir, "pet")
+    assert ceiling.patients == len(pet) == len(rows) // 2 and ceiling.auc == ideal_observer_auc(pet)
+    assert f"the {len(pet)} patients' recorded nodule parameters" in ceiling.describe()
+    assert recorded_ceiling(tmp_path, "pet") is None  # a cohort with nothing recorded beside it has no ceiling
 
 
 def test_the_ground_truth_lies_beside_the_cohort_and_names_no_patient(tmp_path):
