@@ -19,7 +19,7 @@ import pandas as pd
 from orchestrator.data.phantom import Ceiling
 from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plot_roc, plot_validation_curves
 from orchestrator.ranking import best_per_architecture
-from orchestrator.statistics import ALPHA, Utility, patients_to_halve, worth
+from orchestrator.statistics import ALPHA, Utility, Worth, patients_to_halve, worth
 from trainables.metrics import fid_key_in
 
 if TYPE_CHECKING:  # the stages use this module, so their result types are only named here
@@ -169,7 +169,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
                 found += f" ({reach(best.detectable, real.metrics['roc_auc'].value)})"
         text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
         if worth_of is not None and control_works(arms):  # a flat curve prices nothing: no worth is read off it
-            text += f"; {worth_of.describe()}, against {real.real_patients:.0f} in the scarce set"
+            text += f"; {worth_words(worth_of, real.real_patients, top_rung(arms).real_patients)}"
         lines.append(text + control_note(arms) + ".")
     if not lines:
         lines.append("No classifier has a non-degenerate synthetic arm beside a working real-only baseline: no verdict.")
@@ -180,6 +180,15 @@ def verdict(outcome: SweepOutcome) -> list[str]:
         lines.append(f"The best generator ({row['arch']}) scores {fid_key} {row[fid_key]:.1f} against a real-vs-real "
                      f"floor of {row[f'{fid_key}_floor']:.1f}.")
     return lines
+
+
+def worth_words(worth_of: Worth, scarce_patients: float, top_patients: float) -> str:
+    """An arm's worth in the verdict, with the patients it is read against."""
+    if worth_of.place == "below the scarce set":
+        return f"worth less than the scarce set's {scarce_patients:.0f} real patients"
+    if worth_of.place:
+        return f"worth more than the largest rung's {top_patients:.0f} real patients"
+    return f"{worth_of.describe()}, against {scarce_patients:.0f} in the scarce set"
 
 
 def control_works(arms: list) -> bool:

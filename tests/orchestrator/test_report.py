@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pandas as pd
 import pytest
 
 from orchestrator.data.phantom import Ceiling
-from orchestrator.report import SweepOutcome, conclusions, findings, reach, utility_table, verdict, write_report
-from orchestrator.statistics import utility
+from orchestrator.report import (SweepOutcome, conclusions, findings, reach, utility_table, verdict, worth_words,
+                                 write_report)
+from orchestrator.statistics import Worth, utility
 from browser import rendered_dom, screenshot
 
 
@@ -108,6 +110,14 @@ def test_findings_and_verdict_say_what_a_synthetic_arm_is_worth_in_real_patients
     assert opening.startswith("resnet: the best synthetic arm (synthetic:cgan-1:0.5) changes its test AUC by +")
     assert "worth 24 real patients [" in opening and "against 12 in the scarce set" in opening
     assert opening.endswith("(more real patients help (the positive control works)).")
+
+
+def test_the_verdict_reads_a_worth_off_either_end_of_the_curve_against_that_end():
+    assert worth_words(Worth(-math.inf, math.nan, math.nan, "below the scarce set"), 30, 120) == (
+        "worth less than the scarce set's 30 real patients")
+    assert worth_words(Worth(math.inf, 60, math.inf, "beyond the largest rung"), 30, 120) == (
+        "worth more than the largest rung's 120 real patients")
+    assert worth_words(Worth(45, 30, 89, ""), 30, 120) == "worth 45 real patients [30, 89], against 30 in the scarce set"
 
 
 def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results, tmp_path):
