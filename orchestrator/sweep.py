@@ -451,7 +451,7 @@ def evaluation_note(cfg: Config, arrays: dict) -> str:
 
 def caveats(cfg: Config, arrays: dict) -> list[str]:
     """What the findings rest on that a reader could miss: scarce data by design, coarse FID, short schedules."""
-    from orchestrator.stages.classify import recipe_note
+    from orchestrator.stages.classify import ladder_note, recipe_note
     from trainables.cohort import TRAIN
 
     lines = [f"FID and SSIM come from {evaluation_note(cfg, arrays)}: compare an FID with its floor, not with "
@@ -460,8 +460,8 @@ def caveats(cfg: Config, arrays: dict) -> list[str]:
         lines.append(f"Scarce data by design (data.train_fraction {cfg.data.train_fraction:g}): every GAN and "
                      f"classifier trains on {split_size(arrays, TRAIN)}; the other training patients are held "
                      "out of all training and feed only the oracle arm.")
-    note = recipe_note(cfg.classify).strip()
-    return lines + ([note] if note else [])
+    notes = [ladder_note(cfg, arrays), recipe_note(cfg.classify).strip()]
+    return lines + [note for note in notes if note]
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ from orchestrator.report import arm_worth, conclusions, control_works, markdown_
 from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
 from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, split_dataset, synthetic_dataset
-from trainables.classify.arms import Arm, oracle_patients
-from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier
+from trainables.classify.arms import Arm, oracle_patients, real_patients
+from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier, steps_per_pass
 from trainables.classify.models import training_memory_bytes
-from trainables.cohort import HELD_OUT, TEST
+from trainables.cohort import HELD_OUT, TEST, TRAIN
 from trainables.system import SYSTEM_METRICS
 
 EXPERIMENT = "classify"
@@ -117,6 +117,25 @@ def fit_ladder(cfg: Config, arrays: dict) -> tuple[Config, str]:
     note = (f"stage 3: {reason}; the oracle's learning curve runs to rung {fitting[-1]:g}x" if fitting else
             f"stage 3: {reason}; the cohort is too small for an oracle ladder and stage 3 runs without one")
     return dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, oracle_rungs=fitting)), note
+
+
+def ladder_note(cfg: Config, arrays: dict) -> str:
+    """How the oracle's rungs and each classifier's optimiser steps follow from this cohort's patient and
+    slice counts, in the report's words ('' without a ladder)."""
+    c = cfg.classify
+    if cfg.data.train_fraction >= 1 or not c.oracle_rungs:
+        return ""
+    split, patients = np.asarray(arrays["split"]), np.asarray(arrays["patients"])
+    scarce = len(np.unique(patients[split == TRAIN]))
+    added = [real_patients(Arm("oracle", ratio=rung), arrays, seed=0) - scarce for rung in c.oracle_rungs]
+    steps = {name: c.recipe(name)["epochs"] * steps_per_pass(arrays, c.recipe(name)["batch_size"])
+             for name in dict.fromkeys([*c.classifiers, c.tstr_classifier])}
+    return (f"The oracle's rungs (classify.oracle_rungs {', '.join(f'{rung:g}x' for rung in c.oracle_rungs)}) add that "
+            f"multiple of the scarce set's patients of each label, drawn from the "
+            f"{len(np.unique(patients[split == HELD_OUT]))} held out: {', '.join(map(str, added))} more patients; a "
+            "rung they cannot fill is dropped before training. Every arm of a classifier takes the same optimiser "
+            "steps, its passes over the scarce set's batches: "
+            + ", ".join(f"{name} {n}" for name, n in steps.items()) + ".")
 
 
 def test_split_note(cfg: Config, arrays: dict) -> str:

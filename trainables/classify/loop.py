@@ -70,7 +70,7 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     x_val, y_val = real_split(data, VAL)
     x_test, y_test = real_split(data, TEST)
     x_train, y_train, x_val, x_test = (t.to(device) for t in (x_train, y_train, x_val, x_test))
-    steps_per_epoch = math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / cfg["batch_size"])
+    steps_per_epoch = steps_per_pass(data, cfg["batch_size"])
     classifier = build_classifier(cfg["classifier"], cfg.get("weights", ""))
     real_train = real_split(data, TRAIN)[0]
     model = nn.Sequential(Standardise(real_train.mean(), real_train.std()), classifier.model).to(device)
@@ -139,6 +139,11 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     }
     report(final)
     return final
+
+
+def steps_per_pass(data: Mapping[str, np.ndarray], batch_size: int) -> int:
+    """The optimiser steps of one pass (an "epoch") for every arm: the real training split's batches."""
+    return math.ceil(int((np.asarray(data["split"]) == TRAIN).sum()) / batch_size)
 
 
 class Standardise(nn.Module):

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, recipe_note, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, ladder_note, recipe_note, trial_settings
+from orchestrator.sweep import caveats
+from trainables.classify.arms import oracle_patients
 from trainables.cohort import HELD_OUT, TRAIN
 
 
@@ -65,5 +67,15 @@ def test_oracle_rungs_the_held_out_pool_cannot_supply_are_dropped_before_trainin
     fitted, note = fit_ladder(cfg, scarce)
     assert fitted.classify.oracle_rungs == [0.5, 1.0]
     assert "oracle rung 4x needs" in note and "runs to rung 1x" in note
+    # the report says how the rungs and the steps follow from this cohort's counts
+    said = ladder_note(fitted, scarce)
+    held_out, train = (len(np.unique(patients[split == code])) for code in (HELD_OUT, TRAIN))
+    assert "(classify.oracle_rungs 0.5x, 1x) add that multiple of the scarce set's patients" in said
+    assert f"drawn from the {held_out} held out: " in said
+    added = [len(oracle_patients(scarce, rung, seed=0)) for rung in (0.5, 1.0)]
+    assert f": {added[0]}, {added[1]} more patients" in said and added[1] in (train - 1, train, train + 1)
+    recipe = fitted.classify.recipe("yolov8")
+    steps = recipe["epochs"] * -(-int((split == TRAIN).sum()) // recipe["batch_size"])
+    assert f"yolov8 {steps}" in said and said in caveats(fitted, scarce)
     with pytest.raises(ConfigError, match="positive and increasing"):
         load_config("pet", "smoke", overrides=["classify.oracle_rungs=[2, 1]"])
