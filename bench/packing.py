@@ -6,15 +6,24 @@ on one CPU (Ray given 1 CPU, 1 thread per trial); then Ray is given every core a
 `cpus_per_trial` of them, so that many run at once (Ray sets each trial's thread count to its
 CPUs, at least 1). On a machine with C cores the throughput ratio can reach C. One trial at a
 time with all cores (more threads, no packing) is shown for comparison.
+
+    python -m bench.packing --laptop
+
+measures instead the laptop preset's own grid on its real data (real only, classic and the
+oracle's rungs, each classifier at its own recipe and seeds; no synthetic set), packed two
+single-thread trials per core (the baseline) and one trial per core.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from bench.common import Section, phantom_arrays, smoke_config, timed_stage3
+from orchestrator.config import load_config
+from orchestrator.stages import classify as classify_stage
 
 
 def timed_grid(cfg, arrays, storage: Path, ray_cpus: int, cpus_per_trial: float) -> float:
@@ -51,3 +60,27 @@ def measure(quick: bool) -> Section:
         rows=rows,
         ratios={f"throughput, {row['layout']} / baseline (limit {cores}.0)": baseline / row["wall s"]
                 for row in rows[1:]})
+
+
+def laptop_grid() -> Section:
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        cfg = load_config("pet", "laptop", overrides=[f"data.cache_dir={tmp / 'cache'}"])
+        arrays = phantom_arrays(cfg)
+        trials = len(classify_stage.grid_trials(cfg, []))
+        rows = [{"layout": f"{2 * cores} at a time, 0.5 CPU each (baseline)",
+                 "wall s": timed_grid(cfg, arrays, tmp / "tune-half", cores, 0.5)},
+                {"layout": f"{cores} at a time, 1 CPU each", "wall s": timed_grid(cfg, arrays, tmp / "tune-one", cores, 1.0)}]
+    return Section(
+        title="2. Trial packing: the laptop preset's grid",
+        method=f"`python -m bench.packing --laptop`: {trials} trials of the laptop grid's real-data arms, {cores} cores.",
+        rows=rows, ratios={"wall time, half a CPU / one CPU per trial": rows[0]["wall s"] / rows[1]["wall s"]})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--laptop", action="store_true", help="the laptop preset's grid, half a CPU or one per trial")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print((laptop_grid() if args.laptop else measure(args.quick)).markdown())

@@ -172,6 +172,17 @@ def test_a_planted_difference_is_found_and_survives_holm_and_the_tstr_proxy_stay
     assert summary.family_size() == 2
 
 
+def test_the_same_trials_finished_in_another_order_give_the_same_intervals():
+    rng = np.random.default_rng(6)
+    labels, patients = cohort(rng)
+    table = trials(rng, labels, patients, {"real": 0.5, "synthetic:x:1": 1.0, "classic": 0.8}, seed_sd=0.3)
+    in_order, shuffled = (utility(t, min_patients_per_label=10, draws=500)
+                          for t in (table, table.sample(frac=1, random_state=3)))
+    intervals = [{a.arm_id: (a.metrics["roc_auc"].interval(), a.deltas.get("roc_auc") and a.deltas["roc_auc"].interval())
+                  for a in summary.arms} for summary in (in_order, shuffled)]
+    assert intervals[0] == intervals[1]
+
+
 def test_a_clear_difference_survives_holm_in_a_family_of_twenty():
     """20 comparisons with real only at 5 seeds, one arm far better: its Holm-adjusted p must be able to go
     well below 0.05, which takes enough bootstrap draws (the smallest p is 2 / (draws + 1), times 20 after
