@@ -71,10 +71,12 @@ def laptop_grid() -> Section:
         trials = len(classify_stage.grid_trials(cfg, []))
         rows = [{"layout": f"{2 * cores} at a time, 0.5 CPU each (baseline)",
                  "wall s": timed_grid(cfg, arrays, tmp / "tune-half", cores, 0.5)},
-                {"layout": f"{cores} at a time, 1 CPU each", "wall s": timed_grid(cfg, arrays, tmp / "tune-one", cores, 1.0)}]
+                {"layout": f"{cores} at a time, 1 CPU each",
+                 "wall s": timed_grid(cfg, arrays, tmp / "tune-one", cores, 1.0)}]
     return Section(
         title="2. Trial packing: the laptop preset's grid",
-        method=f"`python -m bench.packing --laptop`: {trials} trials of the laptop grid's real-data arms, {cores} cores.",
+        method=f"`python -m bench.packing --laptop`: {trials} trials of the laptop grid's real-data arms, "
+               f"{cores} cores.",
         rows=rows, ratios={"wall time, half a CPU / one CPU per trial": rows[0]["wall s"] / rows[1]["wall s"]})
 
 

@@ -453,7 +453,7 @@ def utility(results, min_patients_per_label: int, draws: int = DRAWS, seed: int 
 def arm_stream(classifier: str, arm_id: str) -> int:
     """The random stream of one classifier x arm's seed term, from its names: the same whatever order
     its trials finished in, so the same results give the same intervals (numbered in order of
-    appearance, two runs of one sweep moved interval ends by up to 0.003)."""
+    appearance, two runs of the same sweep moved interval ends by up to 0.003)."""
     return zlib.crc32(f"{classifier}\0{arm_id}".encode())
 
 

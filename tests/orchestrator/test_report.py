@@ -117,7 +117,8 @@ def test_the_verdict_reads_a_worth_off_either_end_of_the_curve_against_that_end(
         "worth less than the scarce set's 30 real patients")
     assert worth_words(Worth(math.inf, 60, math.inf, "beyond the largest rung"), 30, 120) == (
         "worth more than the largest rung's 120 real patients")
-    assert worth_words(Worth(45, 30, 89, ""), 30, 120) == "worth 45 real patients [30, 89], against 30 in the scarce set"
+    assert worth_words(Worth(45, 30, 89, ""), 30, 120) == (
+        "worth 45 real patients [30, 89], against 30 in the scarce set")
 
 
 def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results, tmp_path):
