@@ -19,7 +19,7 @@ import pandas as pd
 from orchestrator.data.phantom import Ceiling
 from orchestrator.plots import plot_audit, plot_forest, plot_learning_curve, plot_roc, plot_validation_curves
 from orchestrator.ranking import best_per_architecture
-from orchestrator.statistics import ALPHA, Utility, Worth, patients_to_halve, worth
+from orchestrator.statistics import ALPHA, BELOW_CURVE, BEYOND_CURVE, Utility, Worth, patients_to_halve, worth
 from trainables.metrics import fid_key_in
 
 if TYPE_CHECKING:  # the stages use this module, so their result types are only named here
@@ -169,7 +169,7 @@ def verdict(outcome: SweepOutcome) -> list[str]:
                 found += f" ({reach(best.detectable, real.metrics['roc_auc'].value)})"
         text = f"{classifier}: the best synthetic arm ({best.arm_id}) {found}"
         if worth_of is not None and control_works(arms):  # a flat curve prices nothing: no worth is read off it
-            text += f"; {worth_words(worth_of, real.real_patients, top_rung(arms).real_patients)}"
+            text += f"; {worth_words(worth_of, real.real_patients)}"
         lines.append(text + control_note(arms) + ".")
     if not lines:
         lines.append("No classifier has a non-degenerate synthetic arm beside a working real-only baseline: no verdict.")
@@ -182,12 +182,13 @@ def verdict(outcome: SweepOutcome) -> list[str]:
     return lines
 
 
-def worth_words(worth_of: Worth, scarce_patients: float, top_patients: float) -> str:
-    """An arm's worth in the verdict, with the patients it is read against."""
-    if worth_of.place == "below the scarce set":
-        return f"worth less than the scarce set's {scarce_patients:.0f} real patients"
-    if worth_of.place:
-        return f"worth more than the largest rung's {top_patients:.0f} real patients"
+def worth_words(worth_of: Worth, scarce_patients: float) -> str:
+    """An arm's worth in the verdict, with the patients it is read against (off the curve, the estimate
+    is the end it passed: the scarce set's or the largest rung's patients)."""
+    if worth_of.place == BELOW_CURVE:
+        return f"worth less than the scarce set's {worth_of.patients:.0f} real patients"
+    if worth_of.place == BEYOND_CURVE:
+        return f"worth more than the largest rung's {worth_of.patients:.0f} real patients"
     return f"{worth_of.describe()}, against {scarce_patients:.0f} in the scarce set"
 
 

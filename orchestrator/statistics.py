@@ -308,6 +308,9 @@ def seeds_disagree(point: np.ndarray, per_seed: np.ndarray) -> float:
 
 # --- Worth in real patients ---------------------------------------------------------------------------
 
+BELOW_CURVE, BEYOND_CURVE = "below the scarce set", "beyond the largest rung"  # a Worth off either end
+
+
 @dataclass(frozen=True)
 class Worth:
     """Where an arm's AUC meets the oracle's learning curve, in real training patients."""
@@ -357,7 +360,7 @@ def worth(rung_patients, curve: list[Estimate], arm: Estimate) -> Worth:
     the last count as that end; an interval reaching an end is open there."""
     rung_patients = np.asarray(rung_patients, np.float64)
     value = float(patients_at(np.array([arm.value]), rung_patients, np.array([[e.value for e in curve]]))[0])
-    place = ("below the scarce set" if value == -np.inf else "beyond the largest rung" if value == np.inf else "")
+    place = BELOW_CURVE if value == -np.inf else BEYOND_CURVE if value == np.inf else ""
     value = float(np.clip(value, rung_patients[0], rung_patients[-1]))
     if arm.draws is None or any(e.draws is None for e in curve):
         return Worth(value, math.nan, math.nan, place)

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.data.phantom import Ceiling
 from orchestrator.report import (SweepOutcome, conclusions, findings, reach, utility_table, verdict, worth_words,
                                  write_report)
-from orchestrator.statistics import Worth, utility
+from orchestrator.statistics import Estimate, utility, worth
 from browser import rendered_dom, screenshot
 
 
@@ -113,12 +113,11 @@ def test_findings_and_verdict_say_what_a_synthetic_arm_is_worth_in_real_patients
 
 
 def test_the_verdict_reads_a_worth_off_either_end_of_the_curve_against_that_end():
-    assert worth_words(Worth(-math.inf, math.nan, math.nan, "below the scarce set"), 30, 120) == (
-        "worth less than the scarce set's 30 real patients")
-    assert worth_words(Worth(math.inf, 60, math.inf, "beyond the largest rung"), 30, 120) == (
-        "worth more than the largest rung's 120 real patients")
-    assert worth_words(Worth(45, 30, 89, ""), 30, 120) == (
-        "worth 45 real patients [30, 89], against 30 in the scarce set")
+    rungs, curve = np.array([30.0, 60.0, 120.0]), [Estimate(v, v - 0.01, v + 0.01, math.nan) for v in (0.7, 0.8, 0.9)]
+    below, beyond, between = (worth(rungs, curve, Estimate(v, v - 0.01, v + 0.01, math.nan)) for v in (0.6, 0.95, 0.75))
+    assert worth_words(below, 30) == "worth less than the scarce set's 30 real patients"
+    assert worth_words(beyond, 30) == "worth more than the largest rung's 120 real patients"
+    assert worth_words(between, 30) == "worth 45 real patients, against 30 in the scarce set"
 
 
 def test_an_oracle_that_gains_nothing_says_the_split_cannot_tell_and_prices_nothing(results, tmp_path):
