@@ -173,6 +173,9 @@ class ClassifyConfig:
     min_test_patients_per_label: int = 10  # fewer: figures, but no intervals, p-values or conclusions
     bootstrap_draws: int = 10_000  # patient-level bootstrap of the test split (orchestrator/statistics.py: DRAWS)
     bf16: bool = field(default=False, metadata=RECIPE)  # bf16 autocast, training and scoring (GPUs; CPU runs it)
+    # The side in pixels a classifier sees each image at, resized bilinearly inside the model (every split
+    # alike); 0: the cohort's own size
+    input_px: int = field(default=0, metadata=RECIPE)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: resolved at the start: 0.25 (four trials per GPU) or 0
     weights: dict[str, str] = field(default_factory=dict)  # classifier -> local pretrained weights file

@@ -207,8 +207,8 @@ def rerun_gan(trial: dict, data: dict, epochs: int) -> dict:
 
 
 def rerun_classifier(client: MlflowClient, parent_id: str, trial: dict, data: dict, epochs: int | None) -> dict:
-    from orchestrator.stages.classify import trial_settings
     from trainables.classify.loop import fit_classifier
+    from trainables.classify.trial import trial_settings
 
     settings = {**trial_settings(trial), "gpus": 0}  # locally, on this machine's CPU
     synthetic = load_synthetic_set(client, parent_id, settings["set"]) if settings["set"] else None

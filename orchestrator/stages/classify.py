@@ -8,9 +8,9 @@ slices of rung x as many held-out training patients per label (the learning curv
 more real patients give, and what a synthetic arm is worth in them: `classify.oracle_rungs`);
 and `tstr:<set>`, the train-synthetic-test-real proxy, for one small classifier. Every arm of a
 classifier trains for the same number of optimiser steps (`trainables.classify.loop`). Each
-trial runs `trainables.classify.loop.fit_classifier`, with the same recipe for every arm, in
-its own process with resources from config (fractional GPUs allowed, so small trials share
-one) and the host memory its classifier's training takes.
+trial (`trainables.classify.trial`) runs `trainables.classify.loop.fit_classifier`, with the
+same recipe for every arm, in its own process with resources from config (fractional GPUs
+allowed, so small trials share one) and the host memory its classifier's training takes.
 """
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ from orchestrator.stages import StageContext
 from orchestrator.statistics import Utility, utility
 from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, split_dataset, synthetic_dataset
 from trainables.classify.arms import Arm, oracle_patients, real_patients
-from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, PREDICTIONS, fit_classifier, steps_per_pass
+from trainables.classify.loop import FINAL_METRICS, FINAL_TAGS, steps_per_pass
 from trainables.classify.models import training_memory_bytes
+from trainables.classify.trial import classifier_trial, read_predictions, trial_settings
 from trainables.cohort import HELD_OUT, TEST, TRAIN
 from trainables.system import SYSTEM_METRICS
 
 EXPERIMENT = "classify"
-PREDICTIONS_FILE = "predictions.json"  # in each trial's final checkpoint
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,6 @@ def test_split_note(cfg: Config, arrays: dict) -> str:
     return f"stage 3 will give figures only: {blocker}" if blocker else ""
 
 
-def trial_settings(config: dict) -> dict:
-    """What `fit_classifier` gets for a trial's config (its grid cell, seed and the recipe): the one
-    place stage 3 and `reproduce` build it."""
-    cell = config["cell"]
-    classifier = cell["classifier"]
-    return {**config, **cell, **Arm.parse(cell["arm_id"]).settings(), "weights": config["weights"].get(classifier, ""),
-            **config.get("per_classifier", {}).get(classifier, {})}
-
-
 def recipe_note(c) -> str:
     """What the report says of classifiers with recipe settings of their own (or '' if none)."""
     own = {name: {**c.own_settings(name), **({"seeds": c.seeds_of(name)} if "seeds" in settings else {})}
@@ -175,35 +166,17 @@ def recipe_note(c) -> str:
 
 
 def _settings_words(settings: dict) -> str:
-    return ", ".join(f"{value} passes" if key == "epochs" else f"{len(value)} seeds" if key == "seeds"
-                     else f"{key} {value:g}" if isinstance(value, float)
-                     else f"{key} {value}" for key, value in sorted(settings.items()))
+    return ", ".join(_setting_words(key, value) for key, value in sorted(settings.items()))
 
 
-def classifier_trial(config: dict, data: list, synthetic: dict) -> None:
-    """One Tune trial: one classifier, one arm, one seed. `data` / `synthetic` hold ObjectRefs."""
-    settings = trial_settings(config)
-    synthetic_set = ray.get(synthetic[settings["set"]]) if settings["set"] else None
-    fit_classifier(settings, ray.get(data[0]), synthetic_set, report_to_tune)
-
-
-def report_to_tune(result: dict) -> None:
-    """Metrics to Tune; the final report's per-slice predictions as a file in the trial's checkpoint
-    (persisted to the sweep's storage, local or S3), not as metrics."""
-    predictions = result.get(PREDICTIONS)
-    metrics = {k: v for k, v in result.items() if k != PREDICTIONS}
-    if predictions is None:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / PREDICTIONS_FILE).write_text(json.dumps(predictions))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def read_predictions(checkpoint) -> dict:
-    """A finished trial's per-slice test predictions (scores, labels, patients, threshold, roc, confusion_matrix)."""
-    with checkpoint.as_directory() as folder:
-        return json.loads((Path(folder) / PREDICTIONS_FILE).read_text())
+def _setting_words(key: str, value) -> str:
+    if key == "epochs":
+        return f"{value} passes"
+    if key == "seeds":
+        return f"{len(value)} seeds"
+    if key == "input_px":
+        return f"images at {value} px" if value else "images at the cohort's size"
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
 
 
 def trial_resources(c) -> dict:

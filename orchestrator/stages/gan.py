@@ -1,10 +1,5 @@
-"""Stage 1: a Ray Tune search over GAN trials; each trial is one Ray Train run.
-
-The pattern Ray documents for Tune over Train V2: a Tune function trainable (with a token
-resource, since the Train workers hold the real ones) builds a `TorchTrainer` over
-`trainables.gan.loop.train_gan_worker` and calls `.fit()`; `TuneReportCallback` forwards
-rank 0's metrics and the checkpoint path to Tune. The Train run is named after the trial, so
-a restored sweep's trial finds its own checkpoints and resumes from the latest.
+"""Stage 1: a Ray Tune search over GAN trials; each trial is one Ray Train run
+(`trainables.gan.trial.gan_trial`).
 
 Selection uses the validation split only (the test split is for stage 3's final scores).
 """
@@ -20,9 +15,7 @@ import pandas as pd
 import torch
 from mlflow.models import infer_signature
 from ray import tune
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.train import Checkpoint
 
 from orchestrator.config import Config
 from orchestrator.ranking import best_evaluation, best_per_architecture, metric_mode, rank_trials
@@ -32,8 +25,9 @@ from orchestrator.stages import StageContext
 from orchestrator.storage import checkpoint_uri, read_file
 from orchestrator.tracking import NOTE_TAG, ChildRunLogger, SweepTracker, compact
 from trainables.gan.checkpoint import GRID_FILE, UNTRAINED_GRID_FILE
-from trainables.gan.loop import TRAINING_METRICS, train_gan_worker
+from trainables.gan.loop import TRAINING_METRICS
 from trainables.gan.sample import load_sampler
+from trainables.gan.trial import gan_trial
 from trainables.metrics import EVAL_METRICS, fid_key_in
 from trainables.system import SYSTEM_METRICS
 
@@ -79,30 +73,6 @@ def run(context: StageContext) -> GanResult:
     print(markdown_table(best.drop(columns=["checkpoint_path"])) if len(table) else
           "(no trial produced a usable checkpoint: see the failure reasons on the trials' MLflow runs)")
     return GanResult(table, validation_curves(results, searched))
-
-
-def gan_trial(config: dict, data: list, train: dict) -> None:
-    """One Tune trial: a Ray Train run of the GAN loop with this trial's settings (`config`: what was
-    searched and logged) and the sweep's infrastructure (`train`: `train_settings`, never searched).
-
-    `data` is `[ObjectRef]` of the cohort arrays: a ref nested in a list stays a ref, so
-    every trial's workers read the one copy in the object store.
-    """
-    trial_id = tune.get_context().get_trial_id()
-    TorchTrainer(
-        train_gan_worker,
-        # "gpus": what each worker holds; it computes there or fails (trainables/device.py)
-        train_loop_config={**config, "data": data[0], "gpus": train["scaling"]["resources_per_worker"].get("GPU", 0)},
-        scaling_config=ScalingConfig(**train["scaling"]),
-        run_config=RunConfig(
-            name=f"gan-train-{trial_id}",  # deterministic: a restored trial finds its checkpoints
-            storage_path=train["storage"],
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=train["keep"], checkpoint_score_attribute=train["metric"],
-                                               checkpoint_score_order=train["mode"]),
-            failure_config=FailureConfig(max_failures=train["max_failures"]),  # restarts from the last checkpoint
-        ),
-    ).fit()
 
 
 def train_settings(cfg: Config, sweep_path: str) -> dict:

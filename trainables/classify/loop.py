@@ -73,7 +73,8 @@ def fit_classifier(cfg: Mapping, data: Mapping[str, np.ndarray], synthetic: Mapp
     steps_per_epoch = steps_per_pass(data, cfg["batch_size"])
     classifier = build_classifier(cfg["classifier"], cfg.get("weights", ""))
     real_train = real_split(data, TRAIN)[0]
-    model = nn.Sequential(Standardise(real_train.mean(), real_train.std()), classifier.model).to(device)
+    model = nn.Sequential(Standardise(real_train.mean(), real_train.std()), Resize(cfg.get("input_px", 0)),
+                          classifier.model).to(device)
     # fused: one kernel over all parameters (VGG-16's AdamW step 1.5 s -> 0.1 s on one CPU thread)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"] * steps_per_epoch)
@@ -157,6 +158,22 @@ class Standardise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class Resize(nn.Module):
+    """Bilinear resize to `px` x `px` (0: as given): the side a classifier sees its images at. MobileNetV3
+    halves the side five times, so from a 32 px crop its later blocks see 2 x 2 and 1 x 1 positions and it
+    learnt only the nodule's size and brightness (`python -m bench.learning_curve`: 120 real patients
+    gained nothing over 30); at 64 px the same steps learnt more (bench/results.md, the learning curve)."""
+
+    def __init__(self, px: int):
+        super().__init__()
+        self.px = px
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.px or tuple(x.shape[-2:]) == (self.px, self.px):
+            return x
+        return F.interpolate(x, size=(self.px, self.px), mode="bilinear", align_corners=False)
 
 
 def snapshot(model: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, ladder_note, recipe_note, trial_settings
+from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, ladder_note, recipe_note
+from trainables.classify.trial import trial_settings
 from orchestrator.sweep import caveats
 from trainables.classify.arms import oracle_patients
 from trainables.cohort import HELD_OUT, TRAIN
@@ -24,14 +25,15 @@ def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out(
 
 def test_a_classifiers_own_settings_apply_to_it_only_and_must_name_a_trained_classifier_and_a_recipe_setting():
     cfg = load_config("pet", "smoke", overrides=["classify.classifiers=[vgg16, resnet]",
-                                                 "classify.per_classifier={vgg16: {epochs: 3, lr: 1e-4}}"])
+                                                 "classify.per_classifier={vgg16: {epochs: 3, lr: 1e-4, input_px: 64}}"])
     assert cfg.classify.recipe("vgg16")["lr"] == 1e-4 and cfg.classify.recipe("resnet")["lr"] == cfg.classify.lr
     config = {"cell": {"classifier": "vgg16", "arm_id": "real"}, "epochs": 15, "lr": 1e-3, "weights": {},
               "per_classifier": {"vgg16": cfg.classify.own_settings("vgg16")}, "seed": 0}
     assert (trial_settings(config)["epochs"], trial_settings(config)["lr"]) == (3, 1e-4)
     resnet = trial_settings({**config, "cell": {"classifier": "resnet", "arm_id": "real"}})
     assert (resnet["epochs"], resnet["lr"]) == (15, 1e-3)
-    assert "vgg16: 3 passes, lr 0.0001" in recipe_note(cfg.classify)
+    assert "vgg16: 3 passes, images at 64 px, lr 0.0001" in recipe_note(cfg.classify)
+    assert "images at the cohort's size" in recipe_note(cfg.classify).split("vgg16:")[0]  # every other classifier's
     with pytest.raises(ConfigError, match=r"per_classifier names \['vgg16'\]"):
         load_config("pet", "smoke", overrides=["classify.per_classifier={vgg16: {epochs: 3}}"])
     with pytest.raises(ConfigError, match=r"per_classifier.mobilenet sets \['classifiers'\]"):

@@ -78,6 +78,28 @@ def test_inputs_are_standardised_on_the_real_training_split(smoke_arrays):
     assert np.abs(np.subtract(first["predictions"]["scores"], second["predictions"]["scores"])).max() < 0.01
 
 
+def test_a_classifier_with_its_own_input_side_sees_every_split_at_that_side(smoke_arrays, monkeypatch):
+    """`input_px` resizes inside the model: the classifier's first layer gets that side in training and in
+    scoring, and the cohort's own images are left as they are."""
+    import trainables.classify.loop as loop
+
+    seen = []
+    build = loop.build_classifier
+
+    def watched(name, weights=""):
+        built = build(name, weights)
+        built.model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+        return built
+
+    monkeypatch.setattr(loop, "build_classifier", watched)
+    side = smoke_arrays["images"].shape[-1]
+    fit_classifier(recipe(epochs=1, input_px=2 * side), smoke_arrays, None, lambda m: None)
+    assert set(seen) == {(2 * side, 2 * side)} and len(seen) > 3  # training batches, validation and test
+    seen.clear()
+    fit_classifier(recipe(epochs=1), smoke_arrays, None, lambda m: None)
+    assert set(seen) == {(side, side)}
+
+
 def test_same_seed_same_numbers_on_cpu(smoke_arrays):
     first = fit_classifier(recipe(arm="classic"), smoke_arrays, None, lambda m: None)
     second = fit_classifier(recipe(arm="classic"), smoke_arrays, None, lambda m: None)
