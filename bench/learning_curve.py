@@ -14,7 +14,7 @@ chosen from; a budget at which the largest rung has not stopped improving cannot
 data gives), and the ideal observer on the cohort's recorded nodule parameters (what they allow; the
 images allow less).
 
-In `python -m bench`: yolov8, resnet and mobilenet, 3 seeds (about 2 minutes on 2 cores); VGG-16
+In `python -m bench`: yolov8, resnet and mobilenet, 3 seeds (a few minutes on 2 cores); VGG-16
 runs with `--classifiers vgg16` (about 6 minutes more).
 """
 from __future__ import annotations
