@@ -6,9 +6,9 @@ import pytest
 
 from orchestrator.config import ConfigError, load_config
 from orchestrator.stages.classify import fit_ladder, grid_cells, grid_trials, ladder_note, recipe_note
-from trainables.classify.trial import trial_settings
 from orchestrator.sweep import caveats
 from trainables.classify.arms import oracle_patients
+from trainables.classify.trial import trial_settings
 from trainables.cohort import HELD_OUT, TRAIN
 
 
