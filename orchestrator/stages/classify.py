@@ -158,9 +158,10 @@ def recipe_note(c) -> str:
     said = "; ".join(f"{name}: {_settings_words(settings)}" for name, settings in own.items())
     changed = {key for settings in own.values() for key in settings}
     others = _settings_words({key: value for key, value in {**c.recipe(), "seeds": c.seeds}.items() if key in changed})
+    # the shared recipe is named only when some trained classifier runs it
+    shared = f"; every other classifier {others}" if set(c.classifiers) - set(own) else ""
     shorter = [name for name, settings in own.items() if settings.get("epochs", c.epochs) < c.epochs]
-    return (f" Classifiers with settings of their own (classify.per_classifier; every other classifier "
-            f"{others}): {said}."
+    return (f" Classifiers with settings of their own (classify.per_classifier{shared}): {said}."
             + (f" {', '.join(shorter)} kept at its true architecture, trained for fewer optimiser steps because the "
                "full schedule does not fit this machine: its figures say less than the others'." if shorter else ""))
 

@@ -24,8 +24,8 @@ def test_controls_join_the_grid_oracle_only_when_training_patients_are_held_out(
 
 
 def test_a_classifiers_own_settings_apply_to_it_only_and_must_name_a_trained_classifier_and_a_recipe_setting():
-    cfg = load_config("pet", "smoke", overrides=["classify.classifiers=[vgg16, resnet]",
-                                                 "classify.per_classifier={vgg16: {epochs: 3, lr: 1e-4, input_px: 64}}"])
+    own = "classify.per_classifier={vgg16: {epochs: 3, lr: 1e-4, input_px: 64}}"
+    cfg = load_config("pet", "smoke", overrides=["classify.classifiers=[vgg16, resnet]", own])
     assert cfg.classify.recipe("vgg16")["lr"] == 1e-4 and cfg.classify.recipe("resnet")["lr"] == cfg.classify.lr
     config = {"cell": {"classifier": "vgg16", "arm_id": "real"}, "epochs": 15, "lr": 1e-3, "weights": {},
               "per_classifier": {"vgg16": cfg.classify.own_settings("vgg16")}, "seed": 0}
@@ -52,6 +52,9 @@ def test_a_classifier_with_seeds_of_its_own_trains_each_of_its_arms_at_each_of_t
     assert list(seeds) == [(c["classifier"], c["arm_id"]) for c in grid_cells(cfg, ["cgan-1"])]  # TSTR too
     assert cfg.classify.own_settings("yolov8") == {"epochs": 5}  # seeds are the grid's, not the recipe's
     assert "yolov8: 5 passes, 4 seeds" in recipe_note(cfg.classify) and "2 seeds" in recipe_note(cfg.classify)
+    every = load_config("pet", "smoke", overrides=["classify.classifiers=[yolov8]",
+                                                   "classify.per_classifier={yolov8: {epochs: 5}}"])
+    assert "every other classifier" not in recipe_note(every.classify)  # no classifier runs the shared recipe
     for seeds in ("[]", "[one]"):
         with pytest.raises(ConfigError, match=r"per_classifier.yolov8.seeds"):
             load_config("pet", "smoke", overrides=[f"classify.per_classifier={{yolov8: {{seeds: {seeds}}}}}"])
